@@ -1,0 +1,159 @@
+"""Validation of the interaction table: ``user_id``, ``item_id``, ``timestamp``, ``weight`` (+ extras).
+
+Errors name the source, the row and the field. Rows are numbered as in the source file when the
+loader passes ``first_line`` (the line number of the first data row), else from 1.
+
+Duplicate (user, item, timestamp) rows follow ``duplicates``:
+
+* ``"keep"`` (default): every row stays; matrix views sum their weights, sequences repeat the item.
+* ``"sum"``: collapse into one row (first row's extra columns), weights summed.
+* ``"first"``: keep the first row in file order, drop the rest.
+* ``"raise"``: refuse the table, naming the first duplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+
+from vitrina.data.columns import ITEM, REQUIRED, TIMESTAMP, USER, WEIGHT
+from vitrina.errors import DataValidationError
+
+DuplicatePolicy = Literal["keep", "sum", "first", "raise"]
+_ROW = "__vitrina_row"
+
+
+def _fail(source: str, row: int | None, field: str, message: str) -> DataValidationError:
+    where = f"{source}, line {row}" if row is not None else source
+    return DataValidationError(f"{where}, field '{field}': {message}")
+
+
+def _first_bad_row(df: pl.DataFrame, mask: pl.Series) -> int:
+    return int(df.filter(mask)[_ROW][0])
+
+
+def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    col = df[TIMESTAMP]
+    dtype = col.dtype
+    if dtype.is_integer():
+        return df.with_columns(pl.col(TIMESTAMP).cast(pl.Int64))
+    if dtype.is_float():
+        bad = col.is_nan() | col.is_infinite()
+        if bad.any():
+            raise _fail(source, _first_bad_row(df, bad), TIMESTAMP, f"expected a finite number, got {col.filter(bad)[0]}")
+        return df
+    if dtype == pl.Datetime or dtype == pl.Date:
+        return df.with_columns(pl.col(TIMESTAMP).cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Int64))
+    if dtype == pl.String:
+        as_int = col.str.strip_chars().cast(pl.Int64, strict=False)
+        if as_int.null_count() == 0:
+            return df.with_columns(as_int.alias(TIMESTAMP))
+        as_float = col.str.strip_chars().cast(pl.Float64, strict=False)
+        if as_float.null_count() == 0 and not (as_float.is_nan() | as_float.is_infinite()).any():
+            return df.with_columns(as_float.alias(TIMESTAMP))
+        parsed = col.str.strip_chars().str.to_datetime(strict=False, time_unit="ms")
+        bad = parsed.is_null()
+        if bad.any():
+            value = col.filter(bad)[0]
+            raise _fail(
+                source, _first_bad_row(df, bad), TIMESTAMP,
+                f"cannot parse {value!r} as a Unix time or an ISO-8601 date/time",
+            )
+        return df.with_columns(parsed.dt.epoch("s").cast(pl.Int64).alias(TIMESTAMP))
+    raise _fail(source, None, TIMESTAMP, f"expected numbers, dates or strings, got column type {dtype}")
+
+
+def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    col = df[WEIGHT]
+    if col.dtype == pl.String:
+        cast = col.str.strip_chars().cast(pl.Float64, strict=False)
+        bad = cast.is_null()
+        if bad.any():
+            raise _fail(source, _first_bad_row(df, bad), WEIGHT, f"expected a number, got {col.filter(bad)[0]!r}")
+        col = cast
+    elif col.dtype == pl.Boolean:
+        col = col.cast(pl.Float64)
+    elif not col.dtype.is_numeric():
+        raise _fail(source, None, WEIGHT, f"expected numbers, got column type {col.dtype}")
+    col = col.cast(pl.Float64)
+    bad = col.is_nan() | col.is_infinite() | (col < 0)
+    if bad.any():
+        raise _fail(
+            source, _first_bad_row(df, bad), WEIGHT,
+            f"expected a finite non-negative number, got {col.filter(bad)[0]}",
+        )
+    return df.with_columns(col.alias(WEIGHT))
+
+
+def _check_id(df: pl.DataFrame, name: str, source: str) -> pl.DataFrame:
+    col = df[name]
+    if col.dtype.is_float():
+        frac = col.is_not_null() & (col != col.floor())
+        if frac.any():
+            raise _fail(source, _first_bad_row(df, frac), name, f"expected an integer or string id, got {col.filter(frac)[0]}")
+        return df.with_columns(pl.col(name).cast(pl.Int64))
+    if not (col.dtype.is_integer() or col.dtype == pl.String or col.dtype == pl.Categorical):
+        raise _fail(source, None, name, f"expected integer or string ids, got column type {col.dtype}")
+    if col.dtype == pl.Categorical:
+        return df.with_columns(pl.col(name).cast(pl.String))
+    if col.dtype == pl.String:
+        empty = col.str.strip_chars() == ""
+        if empty.any():
+            raise _fail(source, _first_bad_row(df, empty), name, "expected an id, got an empty string")
+    return df
+
+
+def validate_interactions(
+    df: pl.DataFrame,
+    *,
+    source: str = "interactions",
+    first_line: int = 1,
+    duplicates: DuplicatePolicy = "keep",
+) -> pl.DataFrame:
+    """Check and normalise an interaction table; returns a new frame, never mutates ``df``.
+
+    A missing ``weight`` column means every event weighs 1. ``timestamp`` may be integers or
+    floats (Unix seconds), dates/datetimes, or strings holding either; it becomes Unix seconds.
+    """
+    if not isinstance(df, pl.DataFrame):
+        raise DataValidationError(f"{source}: expected a polars DataFrame, got {type(df).__name__}")
+    if WEIGHT not in df.columns:
+        df = df.with_columns(pl.lit(1.0).alias(WEIGHT))
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing column(s) {missing}; found {df.columns}. "
+            "Map your columns with load_table(..., columns={'user_id': 'your_user_column', ...})"
+        )
+    df = df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(_ROW))
+    for name in REQUIRED:
+        nulls = df[name].is_null()
+        if nulls.any():
+            raise _fail(source, _first_bad_row(df, nulls), name, "expected a value, got null/empty")
+    df = _check_id(df, USER, source)
+    df = _check_id(df, ITEM, source)
+    df = _to_timestamp(df, source)
+    df = _to_weight(df, source)
+    key = [USER, ITEM, TIMESTAMP]
+    if duplicates != "keep":
+        dup = df.select(pl.struct(key).is_duplicated()).to_series()
+        if dup.any():
+            if duplicates == "raise":
+                row = df.filter(dup)
+                raise _fail(
+                    source, int(row[_ROW][0]), f"{USER}, {ITEM}, {TIMESTAMP}",
+                    f"duplicate event ({row[USER][0]!r}, {row[ITEM][0]!r}, {row[TIMESTAMP][0]}); "
+                    "choose duplicates='keep', 'sum' or 'first'",
+                )
+            if duplicates == "first":
+                df = df.unique(subset=key, keep="first", maintain_order=True)
+            elif duplicates == "sum":
+                extras = [c for c in df.columns if c not in (*key, WEIGHT)]
+                df = df.group_by(key, maintain_order=True).agg(
+                    pl.col(WEIGHT).sum(), *[pl.col(c).first() for c in extras]
+                )
+            else:
+                raise DataValidationError(f"duplicates={duplicates!r}; expected 'keep', 'sum', 'first' or 'raise'")
+    ordered = [*REQUIRED, *[c for c in df.columns if c not in REQUIRED and c != _ROW]]
+    return df.select(ordered)

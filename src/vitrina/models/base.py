@@ -1,0 +1,310 @@
+"""The one interface every vitrina model follows.
+
+Public ``fit``/``recommend`` own validation, id mapping and filtering; a model implements only
+``_fit`` (learn from a :class:`Dataset`) and ``_score_users`` (a dense block of scores), plus
+``_score_histories`` if it can score an ad-hoc history given at call time (serving needs it).
+Filters (seen items, allow/deny lists) are applied to the scores *before* the top-k cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from vitrina import __version__
+from vitrina.data.columns import ITEM, USER
+from vitrina.data.dataset import Dataset
+from vitrina.data.idmap import IdMap
+from vitrina.errors import ConfigError, ModelLoadError, NotFittedError
+from vitrina.models._topk import mask_rows, topk
+
+SCHEMA_VERSION = 1
+_MAX_BLOCK = 1 << 24  # floats per score block (64 MB): bounds memory for large catalogues
+
+
+class Recommender(ABC):
+    """Base class: constructor stores hyper-parameters, ``fit`` learns, ``recommend`` ranks."""
+
+    #: whether ``recommend_for_history`` works (the model can score a history given at call time)
+    supports_history: ClassVar[bool] = False
+    #: whether ``fit`` uses a validation set (early stopping); the benchmark then trains on the
+    #: train part only and ranks test users from their train + validation histories
+    uses_validation: ClassVar[bool] = False
+
+    users_: IdMap
+    items_: IdMap
+    seen_: sp.csr_matrix
+
+    # ----------------------------------------------------------------- learning
+    def fit(self, data: Dataset | pl.DataFrame, *, validation: pl.DataFrame | None = None) -> Self:
+        """Learn from interactions (a validated table or a :class:`Dataset`).
+
+        ``validation`` (held-out events, e.g. each user's second-to-last) is used by models with
+        ``uses_validation`` for early stopping; its users and items unknown to ``data`` are dropped.
+        """
+        dataset = data if isinstance(data, Dataset) else Dataset.from_interactions(data)
+        val = None
+        if validation is not None and self.uses_validation:
+            val = dataset.subset(validation)
+        self._fit(dataset, val)
+        self.users_, self.items_, self.seen_ = dataset.users, dataset.items, dataset.seen
+        return self
+
+    @abstractmethod
+    def _fit(self, data: Dataset, validation: Dataset | None) -> None: ...
+
+    @abstractmethod
+    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores (len(user_idx) x n_items, float32, higher is better) for known users."""
+
+    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (len(histories) x n_items) for chronological item-index histories."""
+        raise ConfigError(f"{type(self).__name__} cannot score ad-hoc histories (supports_history=False)")
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "seen_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(interactions) first")
+
+    # ----------------------------------------------------------------- ranking
+    def _block_rows(self) -> int:
+        return max(1, _MAX_BLOCK // max(1, len(self.items_)))
+
+    def recommend_indices(
+        self,
+        user_idx: np.ndarray,
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for internal user indices, in bounded-memory batches.
+
+        ``allowed`` is a boolean mask over items (False = never recommend). Slots that no
+        eligible item fills hold index -1 and score -inf.
+        """
+        self._check_fitted()
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        out_idx = np.empty((len(user_idx), k), dtype=np.int64)
+        out_val = np.empty((len(user_idx), k), dtype=np.float32)
+        step = self._block_rows()
+        for start in range(0, len(user_idx), step):
+            batch = user_idx[start : start + step]
+            scores = np.array(self._score_users(batch), dtype=np.float32, copy=True)
+            self._apply_filters(scores, self.seen_[batch] if exclude_seen else None, allowed)
+            out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
+        return out_idx, out_val
+
+    @staticmethod
+    def _apply_filters(scores: np.ndarray, seen: sp.csr_matrix | None, allowed: np.ndarray | None) -> None:
+        scores[~np.isfinite(scores)] = -np.inf
+        if seen is not None:
+            mask_rows(scores, seen)
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+
+    def recommend_histories_indices(
+        self,
+        histories: Sequence[np.ndarray],
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for chronological item-index histories (unknown items already removed), batched."""
+        self._check_fitted()
+        n_items = len(self.items_)
+        out_idx = np.empty((len(histories), k), dtype=np.int64)
+        out_val = np.empty((len(histories), k), dtype=np.float32)
+        step = self._block_rows()
+        for start in range(0, len(histories), step):
+            batch = list(histories[start : start + step])
+            scores = np.array(self._score_histories(batch), dtype=np.float32, copy=True)
+            seen = None
+            if exclude_seen:
+                lengths = np.array([len(h) for h in batch], dtype=np.int64)
+                cols = np.concatenate(batch).astype(np.int64) if batch else np.zeros(0, np.int64)
+                indptr = np.concatenate([[0], np.cumsum(lengths)])
+                seen = sp.csr_matrix((np.ones(len(cols), np.float32), cols, indptr), shape=(len(batch), n_items))
+            self._apply_filters(scores, seen, allowed)
+            out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
+        return out_idx, out_val
+
+    def item_mask(self, allow_items: Iterable[Any] | None = None, deny_items: Iterable[Any] | None = None) -> np.ndarray | None:
+        """Boolean mask over the catalogue from allow/deny lists of external ids (unknown ids ignored)."""
+        self._check_fitted()
+        if allow_items is None and deny_items is None:
+            return None
+        n = len(self.items_)
+        mask = np.ones(n, dtype=bool)
+        if allow_items is not None:
+            mask[:] = False
+            idx = self.items_.to_internal(pl.Series(list(allow_items)), strict=False)
+            mask[idx[idx >= 0]] = True
+        if deny_items is not None:
+            idx = self.items_.to_internal(pl.Series(list(deny_items)), strict=False)
+            mask[idx[idx >= 0]] = False
+        return mask
+
+    def recommend(
+        self,
+        users: Iterable[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        allow_items: Iterable[Any] | None = None,
+        deny_items: Iterable[Any] | None = None,
+    ) -> pl.DataFrame:
+        """Top-k per known user as a long frame ``user_id, item_id, score, rank`` (rank from 1).
+
+        Unknown users raise; missing slots (fewer than k eligible items) are left out.
+        """
+        self._check_fitted()
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        users = pl.Series(USER, list(users), dtype=self.users_.dtype, strict=False)
+        idx, val = self.recommend_indices(
+            self.users_.to_internal(users), k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
+        )
+        return self._to_frame(users, idx, val)
+
+    def recommend_for_history(
+        self,
+        items: Sequence[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        allow_items: Iterable[Any] | None = None,
+        deny_items: Iterable[Any] | None = None,
+    ) -> pl.DataFrame:
+        """Top-k for a chronological history of external item ids given now (unknown ids ignored).
+
+        Returns ``item_id, score, rank``.
+        """
+        self._check_fitted()
+        if not self.supports_history:
+            raise ConfigError(f"{type(self).__name__} cannot recommend from an ad-hoc history")
+        hist = self.items_.to_internal(pl.Series(list(items), dtype=self.items_.dtype, strict=False), strict=False)
+        idx, val = self.recommend_histories_indices(
+            [hist[hist >= 0]], k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
+        )
+        return self._to_frame(pl.Series(USER, [None]), idx, val).drop(USER)
+
+    def _to_frame(self, users: pl.Series, idx: np.ndarray, val: np.ndarray) -> pl.DataFrame:
+        k = idx.shape[1]
+        keep = (idx >= 0).ravel()
+        flat = idx.ravel()[keep]
+        return pl.DataFrame(
+            {
+                USER: users.gather(np.repeat(np.arange(len(users)), k)[keep]),
+                ITEM: self.items_.to_external(flat),
+                "score": val.ravel()[keep],
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users))[keep],
+            }
+        )
+
+    # ----------------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, as given (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ----------------------------------------------------------------- persistence
+    def _get_state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (besides id maps and seen items)."""
+        return {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``_get_state`` returned."""
+
+    def save(self, path: str | Path, *, name: str | None = None) -> Path:
+        """Write the model as a directory: ``config.json``, ``state.safetensors``, id maps.
+
+        No pickle: loading never executes code from the files. ``config.json`` carries the
+        sha256 of every other file, so truncated or edited files are refused on load.
+        """
+        from safetensors.numpy import save_file
+
+        from vitrina.models.registry import registry_name
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._get_state().items()}
+        state["seen.indptr"] = self.seen_.indptr.astype(np.int64)
+        state["seen.indices"] = self.seen_.indices.astype(np.int64)
+        save_file(state, str(path / "state.safetensors"))
+        self.users_.save(path / "users.parquet")
+        self.items_.save(path / "items.parquet")
+        files = ["state.safetensors", "users.parquet", "items.parquet"]
+        config = {
+            "format": "vitrina-model",
+            "schema_version": SCHEMA_VERSION,
+            "vitrina_version": __version__,
+            "model": name or registry_name(self),
+            "params": self.get_params(),
+            "sha256": {f: hashlib.sha256((path / f).read_bytes()).hexdigest() for f in files},
+        }
+        (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        return path
+
+
+def load_model(path: str | Path) -> Recommender:
+    """Load a directory written by :meth:`Recommender.save`; refuses anything altered."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from vitrina.models.registry import make_model
+
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"{path}: not a vitrina model directory (no config.json)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != "vitrina-model":
+        raise ModelLoadError(f"{cfg_path}: not a vitrina model config")
+    if config.get("schema_version") != SCHEMA_VERSION:
+        raise ModelLoadError(f"{cfg_path}: schema_version {config.get('schema_version')}, this vitrina reads {SCHEMA_VERSION}")
+    for name, digest in dict(config.get("sha256", {})).items():
+        file = path / name
+        if not file.is_file():
+            raise ModelLoadError(f"{file}: missing")
+        if hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise ModelLoadError(f"{file}: checksum mismatch (file truncated or modified after saving)")
+    try:
+        state = load_file(str(path / "state.safetensors"))
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{path / 'state.safetensors'}: unreadable ({exc})") from exc
+    model = make_model(str(config["model"]), dict(config.get("params", {})))
+    model.users_ = IdMap.load(path / "users.parquet")
+    model.items_ = IdMap.load(path / "items.parquet")
+    model.seen_ = sp.csr_matrix(
+        (np.ones(len(state["seen.indices"]), dtype=np.float32), state["seen.indices"], state["seen.indptr"]),
+        shape=(len(model.users_), len(model.items_)),
+    )
+    model._set_state({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model

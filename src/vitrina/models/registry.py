@@ -1,0 +1,78 @@
+"""Models by name. A named model is a class plus default parameters, so named configurations
+(``sasrec``, ``esasrec``, ...) of one class are just entries here.
+
+Parameters may come as strings (CLI ``ease:l2=500``, TOML); they are converted by the
+constructor's type hints and unknown names are refused with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from vitrina.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vitrina.models.base import Recommender
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    target: str  # "module:Class", imported on first use so that torch loads only when needed
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def load_class(self) -> type[Recommender]:
+        module, _, cls = self.target.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "popular": ModelSpec("vitrina.models.popular:Popular", {}, "most interacted items (all time or last N days)"),
+    "itemknn": ModelSpec("vitrina.models.itemknn:ItemKNN", {}, "item-item cosine with shrinkage"),
+    "ease": ModelSpec("vitrina.models.ease:EASE", {}, "closed-form shallow autoencoder (Steck 2019)"),
+    "als": ModelSpec("vitrina.models.implicit_mf:ALS", {}, "implicit-feedback ALS (implicit library)"),
+    "bpr": ModelSpec("vitrina.models.implicit_mf:BPR", {}, "Bayesian personalised ranking (implicit library)"),
+}
+
+
+def _coerce(cls: type, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls.__init__)
+    valid = [p for p in cls._param_names()]  # type: ignore[attr-defined]
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in valid:
+            raise ConfigError(f"model '{name}' has no parameter '{key}'; valid parameters: {', '.join(valid)}")
+        hint = hints.get(key, Any)
+        try:
+            if isinstance(value, str) and hint is not str:
+                out[key] = TypeAdapter(hint).validate_json(value) if value[:1] in "[{" else TypeAdapter(hint).validate_strings(value)
+            else:
+                out[key] = TypeAdapter(hint).validate_python(value)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"]
+            raise ConfigError(f"model '{name}', parameter '{key}': got {value!r}; {msg}") from None
+    return out
+
+
+def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
+    """Build a registered model; ``params`` override the entry's defaults."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}")
+    spec = MODELS[name]
+    cls = spec.load_class()
+    merged = {**spec.defaults, **(params or {})}
+    return cls(**_coerce(cls, name, merged))
+
+
+def registry_name(model: Recommender) -> str:
+    """The registry entry of a model's class (the first one if several share it)."""
+    target = f"{type(model).__module__}:{type(model).__name__}"
+    for name, spec in MODELS.items():
+        if spec.target == target:
+            return name
+    raise ConfigError(f"{type(model).__name__} is not in the model registry; add it to vitrina.models.registry.MODELS")
