@@ -21,7 +21,9 @@ from vitrina.data.columns import ITEM, REQUIRED, TIMESTAMP, USER, WEIGHT
 from vitrina.errors import DataValidationError
 
 DuplicatePolicy = Literal["keep", "sum", "first", "raise"]
-_ROW = "__vitrina_row"
+#: loaders may pass exact source line numbers in this column; it is dropped on output
+LINE_COLUMN = "__vitrina_line"
+_ROW = LINE_COLUMN
 
 
 def _fail(source: str, row: int | None, field: str, message: str) -> DataValidationError:
@@ -126,7 +128,8 @@ def validate_interactions(
             f"{source}: missing column(s) {missing}; found {df.columns}. "
             "Map your columns with load_table(..., columns={'user_id': 'your_user_column', ...})"
         )
-    df = df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(_ROW))
+    if _ROW not in df.columns:
+        df = df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(_ROW))
     for name in REQUIRED:
         nulls = df[name].is_null()
         if nulls.any():

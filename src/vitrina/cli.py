@@ -1,0 +1,163 @@
+"""The ``vitrina`` command line: datasets, benchmark, train (and serve / ab when installed parts register)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from vitrina.errors import VitrinaError
+
+app = typer.Typer(help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False)
+datasets_app = typer.Typer(help="List and download datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] {exc}")
+    return typer.Exit(code=2)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Known datasets and whether they are present under the data home."""
+    from vitrina.data.datasets import DATASETS, data_home, resolve
+
+    table = Table(title=f"data home: {data_home()}")
+    for col in ("name", "present", "description"):
+        table.add_column(col)
+    for name, spec in DATASETS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                present = str(resolve(name)[0].relative_to(data_home()))
+            except VitrinaError:
+                present = "no (download)" if spec.archive else "no"
+        table.add_row(name, present, spec.description)
+    Console().print(table)
+
+
+@datasets_app.command("download")
+def datasets_download(
+    name: Annotated[str, typer.Argument(help="dataset name, e.g. ml-100k")],
+    url: Annotated[str | None, typer.Option(help="mirror address of the official archive (checksums still apply)")] = None,
+    home: Annotated[Path | None, typer.Option(help="data home (default $VITRINA_DATA_HOME)")] = None,
+) -> None:
+    """Fetch an official archive, verify its checksums and unpack it under the data home."""
+    from vitrina.data.datasets import download
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err) as progress:
+        task = progress.add_task(f"downloading {name}", total=None)
+        try:
+            folder = download(name, home, url=url, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except VitrinaError as exc:
+            raise _fail(exc) from None
+    err.print(f"{name}: verified and unpacked into {folder}")
+
+
+def _benchmark_config(**kwargs: Any) -> Any:
+    from vitrina.evaluation.config import load_config, make_config, parse_models
+
+    config_path = kwargs.pop("config")
+    models = kwargs.pop("models")
+    overrides = {k: v for k, v in kwargs.items() if v is not None}
+    if models is not None:
+        overrides["models"] = [m.model_dump() for m in parse_models(models)]
+    if config_path is not None:
+        return load_config(config_path, **overrides)
+    overrides.setdefault("models", [])
+    if "dataset" not in overrides:
+        raise VitrinaError("give --dataset (a name or a file) or --config FILE.toml")
+    return make_config(overrides, source="command line")
+
+
+@app.command()
+def benchmark(
+    dataset: Annotated[str | None, typer.Option(help="dataset name (see `vitrina datasets list`) or file path")] = None,
+    models: Annotated[str | None, typer.Option(help="e.g. popular,itemknn,ease:l2=500,als")] = None,
+    split: Annotated[str | None, typer.Option(help="loo (leave-one-out) or temporal")] = None,
+    k: Annotated[int | None, typer.Option(help="list length for all metrics")] = None,
+    output: Annotated[Path | None, typer.Option(help="folder for results.json, results.md, pareto.png")] = None,
+    format: Annotated[str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with the same keys; flags override it")] = None,
+    cutoff: Annotated[str | None, typer.Option(help="temporal: ISO date/time or Unix seconds")] = None,
+    last_days: Annotated[float | None, typer.Option(help="temporal: test on the last N days")] = None,
+    validation_days: Annotated[float | None, typer.Option(help="temporal: validation on the N days before")] = None,
+    implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
+    min_user: Annotated[int | None, typer.Option(help="k-core: min events per user")] = None,
+    min_item: Annotated[int | None, typer.Option(help="k-core: min events per item")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for every model that takes one")] = None,
+) -> None:
+    """Fit models on a split and rank the full catalogue; print a table and write the results."""
+    from vitrina.evaluation.benchmark import run_benchmark
+
+    try:
+        cfg = _benchmark_config(
+            dataset=dataset, models=models, split=split, k=k, output=output, format=format, config=config,
+            cutoff=cutoff, last_days=last_days, validation_days=validation_days,
+            implicit_threshold=implicit_threshold, min_user=min_user, min_item=min_item, seed=seed,
+        )
+        run_benchmark(cfg, console=err)
+    except VitrinaError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="dataset name or file path")],
+    model: Annotated[str, typer.Option(help="one model spec, e.g. ease:l2=500 or esasrec:epochs=50")],
+    output: Annotated[Path, typer.Option(help="model directory to write (servable with `vitrina serve`)")],
+    format: Annotated[str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")] = None,
+    implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
+    seed: Annotated[int, typer.Option(help="seed for models that take one")] = 0,
+) -> None:
+    """Fit one model on all events of a dataset and save it (leave-one-out validation for early stopping)."""
+    from vitrina.data.splits import leave_one_out
+    from vitrina.evaluation.benchmark import load_data
+    from vitrina.evaluation.config import make_config, parse_models
+    from vitrina.models.registry import make_model
+
+    try:
+        runs = parse_models(model)
+        if len(runs) != 1:
+            raise VitrinaError(f"--model: give exactly one model, got {len(runs)}")
+        cfg = make_config({"dataset": dataset, "format": format, "implicit_threshold": implicit_threshold,
+                           "models": [runs[0].model_dump()], "seed": seed})
+        df, _, _ = load_data(cfg)
+        m = make_model(runs[0].name, runs[0].params)
+        if "seed" in m.get_params() and "seed" not in runs[0].params:
+            m = make_model(runs[0].name, {**runs[0].params, "seed": seed})
+        if m.uses_validation:
+            split = leave_one_out(df, validation=False)
+            m.fit(split.train, validation=split.test)
+        else:
+            m.fit(df)
+        m.save(output, name=runs[0].name)
+    except VitrinaError as exc:
+        raise _fail(exc) from None
+    err.print(f"saved {runs[0].name} to {output}")
+
+
+@app.command("models")
+def models_list() -> None:
+    """Registered models and their default parameters."""
+    from vitrina.models.registry import MODELS
+
+    table = Table()
+    for col in ("name", "description", "defaults"):
+        table.add_column(col)
+    for name, spec in MODELS.items():
+        table.add_row(name, spec.description, ", ".join(f"{k}={v}" for k, v in spec.defaults.items()))
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point wrapper
+    sys.exit(app())

@@ -1,0 +1,213 @@
+"""Readers for the formats recommender data comes in. Each returns a validated interaction table.
+
+Every error names the file and line. Gzip (``.gz``) files are read transparently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from vitrina.data.columns import ITEM, TIMESTAMP, USER, WEIGHT
+from vitrina.data.interactions import LINE_COLUMN, DuplicatePolicy, validate_interactions
+from vitrina.errors import DataValidationError
+
+Format = Literal["movielens", "s3rec", "pairs", "csv", "tsv", "parquet"]
+
+
+def _read_bytes(path: Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataValidationError(f"{path}: not a valid gzip file ({exc})") from exc
+    return raw
+
+
+def _lines(path: Path, encoding: str = "utf-8") -> pl.Series:
+    """Non-empty lines of a text file, with their 1-based line numbers in ``line``."""
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataValidationError(f"{path}, line {line}: not valid {encoding} text ({exc.reason})") from exc
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataValidationError(f"{path}, line {line}: contains a NUL byte; is this a binary file?")
+    lines = pl.Series("text", text.splitlines())
+    return pl.DataFrame({"text": lines, "line": pl.int_range(1, len(lines) + 1, eager=True)}).filter(
+        pl.col("text").str.strip_chars() != ""
+    )
+
+
+def _split_fields(path: Path, lines: pl.DataFrame, sep: str, names: list[str]) -> pl.DataFrame:
+    """Split each line on ``sep`` into exactly ``len(names)`` fields, else fail naming the line."""
+    parts = lines.with_columns(pl.col("text").str.split(sep).alias("parts"))
+    n = len(names)
+    bad = parts.filter(pl.col("parts").list.len() != n)
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise DataValidationError(
+            f"{path}, line {row['line']}: expected {n} fields ({', '.join(names)}) separated by {sep!r}, "
+            f"got {len(row['parts'])}: {row['text'][:80]!r}"
+        )
+    return parts.select(
+        "line", *[pl.col("parts").list.get(i).str.strip_chars().alias(name) for i, name in enumerate(names)]
+    )
+
+
+def _ints(path: Path, df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    for col in columns:
+        cast = df[col].cast(pl.Int64, strict=False)
+        bad = cast.is_null()
+        if bad.any():
+            row = df.filter(bad).row(0, named=True)
+            raise DataValidationError(f"{path}, line {row['line']}, field '{col}': expected an integer, got {row[col]!r}")
+        df = df.with_columns(cast.alias(col))
+    return df
+
+
+def _numbers(path: Path, df: pl.DataFrame, col: str) -> pl.DataFrame:
+    cast = df[col].cast(pl.Float64, strict=False)
+    bad = cast.is_null()
+    if bad.any():
+        row = df.filter(bad).row(0, named=True)
+        raise DataValidationError(f"{path}, line {row['line']}, field '{col}': expected a number, got {row[col]!r}")
+    return df.with_columns(cast.alias(col))
+
+
+def _finish(path: Path, df: pl.DataFrame, duplicates: DuplicatePolicy = "keep") -> pl.DataFrame:
+    """Validate, reporting errors at the exact source lines."""
+    return validate_interactions(df.rename({"line": LINE_COLUMN}), source=str(path), duplicates=duplicates)
+
+
+def load_movielens(path: str | Path, *, duplicates: DuplicatePolicy = "keep") -> pl.DataFrame:
+    """MovieLens ratings: ``u.data`` (ml-100k, TAB) or ``ratings.dat`` (ml-1m and later, ``::``).
+
+    ``weight`` holds the rating (explicit feedback); use :func:`vitrina.data.filtering.to_implicit`
+    to binarise. Also reads the ml-1m pairs file (``UserID::MovieID``, no rating or time), where
+    ``timestamp`` is the row position and ``weight`` is 1.
+    """
+    path = Path(path)
+    lines = _lines(path, encoding="latin-1")
+    if lines.height == 0:
+        raise DataValidationError(f"{path}: no ratings found (empty file)")
+    first = lines["text"][0]
+    sep = "::" if "::" in first else "\t"
+    n_fields = len(first.split(sep))
+    if n_fields == 2 and sep == "::":
+        df = _ints(path, _split_fields(path, lines, sep, [USER, ITEM]), [USER, ITEM])
+        df = df.with_columns(pl.col("line").cast(pl.Int64).alias(TIMESTAMP), pl.lit(1.0).alias(WEIGHT))
+    else:
+        df = _split_fields(path, lines, sep, [USER, ITEM, WEIGHT, TIMESTAMP])
+        df = _numbers(path, _ints(path, df, [USER, ITEM, TIMESTAMP]), WEIGHT)
+    return _finish(path, df, duplicates)
+
+
+def load_s3rec(path: str | Path) -> pl.DataFrame:
+    """S3-Rec sequence text: ``user item item ...`` per line, chronological.
+
+    There are no times; ``timestamp`` is the position in the line (0, 1, ...), which is the order.
+    """
+    path = Path(path)
+    lines = _lines(path)
+    if lines.height == 0:
+        raise DataValidationError(f"{path}: no sequences found (empty file)")
+    tokens = lines.with_columns(pl.col("text").str.strip_chars().str.split(" ").alias("tok"))
+    short = tokens.filter(pl.col("tok").list.len() < 2)
+    if short.height:
+        row = short.row(0, named=True)
+        raise DataValidationError(f"{path}, line {row['line']}: expected 'user item [item ...]', got {row['text'][:80]!r}")
+    df = tokens.select(
+        "line",
+        pl.col("tok").list.first().alias(USER),
+        pl.col("tok").list.slice(1).alias(ITEM),
+    ).explode(ITEM)
+    empty = df[ITEM] == ""
+    if empty.any():
+        row = df.filter(empty).row(0, named=True)
+        raise DataValidationError(f"{path}, line {row['line']}: two spaces in a row (empty item id)")
+    df = _ints(path, df, [USER, ITEM])
+    df = df.with_columns(pl.int_range(pl.len()).over("line").alias(TIMESTAMP), pl.lit(1.0).alias(WEIGHT))
+    users = df.group_by(USER).agg(pl.col("line").n_unique().alias("n"), pl.col("line").min().alias("l"))
+    dup = users.filter(pl.col("n") > 1)
+    if dup.height:
+        row = dup.row(0, named=True)
+        raise DataValidationError(f"{path}: user {row[USER]} appears on more than one line (first at line {row['l']})")
+    return _finish(path, df)
+
+
+def load_pairs(path: str | Path) -> pl.DataFrame:
+    """``user item`` pairs, one per line, chronological within each user (SASRec's format).
+
+    ``timestamp`` is the position within the user's events (file order).
+    """
+    path = Path(path)
+    lines = _lines(path)
+    if lines.height == 0:
+        raise DataValidationError(f"{path}: no interactions found (empty file)")
+    df = _ints(path, _split_fields(path, lines.with_columns(pl.col("text").str.strip_chars()), " ", [USER, ITEM]), [USER, ITEM])
+    df = df.with_columns(pl.int_range(pl.len()).over(USER).alias(TIMESTAMP), pl.lit(1.0).alias(WEIGHT))
+    return _finish(path, df)
+
+
+def load_table(
+    path: str | Path,
+    *,
+    format: Literal["csv", "tsv", "parquet"] | None = None,
+    columns: Mapping[str, str] | None = None,
+    separator: str | None = None,
+    duplicates: DuplicatePolicy = "keep",
+) -> pl.DataFrame:
+    """A CSV/TSV/Parquet table; ``columns`` maps vitrina names to yours, e.g.
+    ``{"user_id": "visitorid", "item_id": "itemid", "timestamp": "ts"}``. Other columns are kept.
+    """
+    path = Path(path)
+    fmt = format or ("parquet" if path.suffix == ".parquet" else "tsv" if path.suffix in (".tsv", ".tab") else "csv")
+    if fmt == "parquet":
+        if not path.is_file():
+            raise DataValidationError(f"{path}: file not found")
+        try:
+            df = pl.read_parquet(path)
+        except Exception as exc:  # polars raises several types for corrupt files
+            raise DataValidationError(f"{path}: not a readable Parquet file ({exc})") from exc
+        first_line = 1
+    else:
+        raw = _read_bytes(path)
+        sep = separator or ("\t" if fmt == "tsv" else ",")
+        try:
+            df = pl.read_csv(io.BytesIO(raw), separator=sep, infer_schema=False, encoding="utf8-lossy")
+        except pl.exceptions.PolarsError as exc:
+            raise DataValidationError(f"{path}: cannot parse as {fmt.upper()} with separator {sep!r} ({exc})") from exc
+        first_line = 2  # line 1 is the header
+    mapping = dict(columns or {})
+    unknown = [k for k in mapping if k not in (USER, ITEM, TIMESTAMP, WEIGHT)]
+    if unknown:
+        raise DataValidationError(f"columns mapping: unknown target(s) {unknown}; use user_id, item_id, timestamp, weight")
+    absent = [v for v in mapping.values() if v not in df.columns]
+    if absent:
+        raise DataValidationError(f"{path}: column(s) {absent} named in the mapping are not in the file; found {df.columns}")
+    df = df.rename({v: k for k, v in mapping.items()})
+    if WEIGHT in df.columns and df[WEIGHT].dtype == pl.String:
+        df = df.with_columns(pl.col(WEIGHT).str.strip_chars())
+    return validate_interactions(df, source=str(path), first_line=first_line, duplicates=duplicates)
+
+
+def load(path: str | Path, format: Format, **kwargs: object) -> pl.DataFrame:
+    """Dispatch on ``format``."""
+    readers = {"movielens": load_movielens, "s3rec": load_s3rec, "pairs": load_pairs}
+    if format in readers:
+        return readers[format](path, **kwargs)  # type: ignore[operator]
+    if format in ("csv", "tsv", "parquet"):
+        return load_table(path, format=format, **kwargs)  # type: ignore[arg-type]
+    raise DataValidationError(f"unknown format {format!r}; expected one of movielens, s3rec, pairs, csv, tsv, parquet")

@@ -1,0 +1,120 @@
+"""Leak-free splits. Ties in ``timestamp`` are broken by the original row order (stable sort).
+
+* :func:`leave_one_out`: per user, the last event -> test, the second-to-last -> validation, the
+  rest -> train. Users with fewer than 3 events (2 without validation) stay wholly in train, so
+  every evaluated user has at least one training event.
+* :func:`temporal_split`: one global cutoff time. Train = events strictly before the cutoff;
+  test = events at or after it, only for users seen in train; optionally without items unseen
+  in train (cold items) and without (user, item) pairs already in train. A validation part, if
+  asked for, is cut from the end of train the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import polars as pl
+
+from vitrina.data.columns import ITEM, TIMESTAMP, USER
+from vitrina.data.interactions import validate_interactions
+from vitrina.errors import ConfigError
+
+_ROW = "__split_row"
+_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Split:
+    """Three disjoint parts of one interaction table."""
+
+    train: pl.DataFrame
+    validation: pl.DataFrame
+    test: pl.DataFrame
+
+    def summary(self) -> dict[str, int]:
+        return {
+            f"{name}_{what}": value
+            for name, df in (("train", self.train), ("validation", self.validation), ("test", self.test))
+            for what, value in (("events", df.height), ("users", df[USER].n_unique()))
+        }
+
+
+def _ordered(df: pl.DataFrame) -> pl.DataFrame:
+    df = validate_interactions(df).with_row_index(_ROW)
+    return df.sort([USER, TIMESTAMP, _ROW])
+
+
+def leave_one_out(df: pl.DataFrame, *, validation: bool = True) -> Split:
+    """Last event per user -> test; second-to-last -> validation (if ``validation``); rest -> train."""
+    ordered = _ordered(df).with_columns(
+        (pl.len().over(USER) - pl.int_range(pl.len()).over(USER) - 1).alias("_from_end"),
+        pl.len().over(USER).alias("_n"),
+    )
+    held = 2 if validation else 1
+    eligible = pl.col("_n") >= held + 1
+    test = ordered.filter(eligible & (pl.col("_from_end") == 0))
+    val = ordered.filter(eligible & (pl.col("_from_end") == 1)) if validation else ordered.clear()
+    train = ordered.filter(~eligible | (pl.col("_from_end") >= held))
+    return Split(*(_restore(part) for part in (train, val, test)))
+
+
+def _restore(part: pl.DataFrame) -> pl.DataFrame:
+    """Back to the original row order, without helper columns."""
+    return part.sort(_ROW).drop([c for c in part.columns if c.startswith("_")])
+
+
+def _cutoff_seconds(df: pl.DataFrame, cutoff: datetime | date | str | float | None, last_days: float | None) -> float:
+    if (cutoff is None) == (last_days is None):
+        raise ConfigError("temporal_split: give exactly one of cutoff (a date/time or Unix seconds) or last_days")
+    if last_days is not None:
+        if last_days <= 0:
+            raise ConfigError(f"temporal_split: last_days must be > 0, got {last_days}")
+        return float(df[TIMESTAMP].max()) - last_days * _DAY
+    if isinstance(cutoff, str):
+        try:
+            cutoff = datetime.fromisoformat(cutoff)
+        except ValueError as exc:
+            raise ConfigError(f"temporal_split: cutoff {cutoff!r} is not an ISO date/time (e.g. 2003-01-01)") from exc
+    if isinstance(cutoff, datetime):
+        return (cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC)).timestamp()
+    if isinstance(cutoff, date):
+        return datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC).timestamp()
+    return float(cutoff)  # type: ignore[arg-type]
+
+
+def temporal_split(
+    df: pl.DataFrame,
+    *,
+    cutoff: datetime | date | str | float | None = None,
+    last_days: float | None = None,
+    validation_days: float | None = None,
+    filter_cold_items: bool = True,
+    filter_seen: bool = True,
+) -> Split:
+    """Global time split at ``cutoff`` (or ``last_days`` before the newest event); naive
+    datetimes are UTC. ``validation_days`` cuts a validation part from the end of train."""
+    ordered = _ordered(df)
+    t = _cutoff_seconds(ordered, cutoff, last_days)
+    train = ordered.filter(pl.col(TIMESTAMP) < t)
+    test = ordered.filter(pl.col(TIMESTAMP) >= t)
+    if train.height == 0 or test.height == 0:
+        lo, hi = ordered[TIMESTAMP].min(), ordered[TIMESTAMP].max()
+        raise ConfigError(f"temporal_split: cutoff {t} leaves an empty part; timestamps span [{lo}, {hi}]")
+    val = ordered.clear()
+    if validation_days is not None:
+        inner = temporal_split(
+            _restore(train), last_days=validation_days,
+            filter_cold_items=filter_cold_items, filter_seen=filter_seen,
+        )
+        return Split(inner.train, inner.validation.vstack(inner.test), _restore(_test_part(train, test, filter_cold_items, filter_seen)))
+    return Split(_restore(train), _restore(val), _restore(_test_part(train, test, filter_cold_items, filter_seen)))
+
+
+def _test_part(train: pl.DataFrame, test: pl.DataFrame, cold_items: bool, seen: bool) -> pl.DataFrame:
+    test = test.join(train.select(USER).unique(), on=USER, how="semi")
+    if cold_items:
+        test = test.join(train.select(ITEM).unique(), on=ITEM, how="semi")
+    if seen:
+        test = test.join(train.select(USER, ITEM).unique(), on=[USER, ITEM], how="anti")
+    return test

@@ -1,0 +1,106 @@
+"""Full-catalogue evaluation of one fitted model on held-out events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from vitrina.data.columns import ITEM, USER
+from vitrina.data.dataset import Dataset
+from vitrina.metrics import compute_metrics
+from vitrina.models.base import Recommender
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Held-out relevance for the evaluated users, in the model's index space.
+
+    Test items unknown to the training catalogue stay relevant (in an extra column no model can
+    recommend), so they count as misses instead of silently vanishing.
+    """
+
+    users: np.ndarray  # internal user indices, sorted
+    matrix: sp.csr_matrix  # len(users) x (n_items + 1)
+    n_cold_events: int
+
+
+def build_truth(train: Dataset, test: pl.DataFrame) -> Truth:
+    u = train.users.to_internal(test[USER], strict=False)
+    i = train.items.to_internal(test[ITEM], strict=False)
+    known_user = u >= 0
+    u, i = u[known_user], i[known_user]
+    cold = i < 0
+    i = np.where(cold, train.n_items, i)
+    users = np.unique(u)
+    rows = np.searchsorted(users, u)
+    m = sp.csr_matrix((np.ones(len(u), np.float32), (rows, i)), shape=(len(users), train.n_items + 1))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return Truth(users, m, int(cold.sum()))
+
+
+def recommend_for_eval(model: Recommender, history: Dataset, users: np.ndarray, k: int) -> np.ndarray:
+    """Top-k for evaluated users; models trained with a validation part rank from full histories."""
+    if model.uses_validation:
+        histories = [history.sequence(u) for u in users]
+        idx, _ = model.recommend_histories_indices(histories, k)
+    else:
+        idx, _ = model.recommend_indices(users, k)
+    return idx
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]
+    recommend_seconds: float
+    topk: np.ndarray
+
+
+def evaluate(
+    model: Recommender,
+    history: Dataset,
+    truth: Truth,
+    *,
+    k: int,
+    item_vectors: sp.csr_matrix | np.ndarray | None = None,
+    expected: np.ndarray | None = None,
+) -> Evaluation:
+    """Rank the whole catalogue for every evaluated user and compute all metrics at ``k``.
+
+    ``history`` holds everything before the test events (train + validation), indexed with the
+    model's id maps; its item popularity feeds novelty and popularity bias.
+    """
+    start = time.perf_counter()
+    topk = recommend_for_eval(model, history, truth.users, k)
+    seconds = time.perf_counter() - start
+    metrics = compute_metrics(
+        topk,
+        truth.matrix,
+        k=k,
+        item_popularity=np.append(history.item_popularity, 0),
+        n_train_users=history.n_users,
+        item_vectors=_pad_rows(item_vectors) if item_vectors is not None else None,
+        expected=expected,
+    )
+    metrics[f"coverage@{k}"] = float(len(np.unique(topk[topk >= 0])) / history.n_items)
+    return Evaluation(metrics, seconds, topk)
+
+
+def _pad_rows(vectors: sp.csr_matrix | np.ndarray) -> sp.csr_matrix | np.ndarray:
+    """One empty row for the unknown-item column of the truth matrix."""
+    if sp.issparse(vectors):
+        return sp.vstack([vectors, sp.csr_matrix((1, vectors.shape[1]))]).tocsr()
+    return np.vstack([vectors, np.zeros((1, vectors.shape[1]), vectors.dtype)])
+
+
+def history_dataset(model: Recommender, interactions: pl.DataFrame) -> Dataset:
+    """``interactions`` indexed with a fitted model's id maps (unknown users/items dropped)."""
+    ds = Dataset(pl.DataFrame(), model.users_, model.items_)
+    return ds.subset(interactions)
+
+
+__all__ = ["Evaluation", "Truth", "build_truth", "evaluate", "history_dataset"]
