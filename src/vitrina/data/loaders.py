@@ -44,7 +44,7 @@ def _lines(path: Path, encoding: str = "utf-8") -> pl.Series:
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise DataValidationError(f"{path}, line {line}: contains a NUL byte; is this a binary file?")
-    lines = pl.Series("text", text.splitlines())
+    lines = pl.Series("text", text.splitlines(), dtype=pl.String)
     return pl.DataFrame({"text": lines, "line": pl.int_range(1, len(lines) + 1, eager=True)}).filter(
         pl.col("text").str.strip_chars() != ""
     )
