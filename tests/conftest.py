@@ -15,5 +15,7 @@ DATA_HOME = Path(os.environ["VITRINA_DATA_HOME"])
 @pytest.fixture(scope="session")
 def data_home() -> Path:
     if not (DATA_HOME / "ml-100k" / "u.data").is_file():
-        pytest.fail(f"datasets not found under {DATA_HOME}; set VITRINA_DATA_HOME to the shared datasets folder")
+        pytest.fail(
+            f"datasets not found under {DATA_HOME}; set VITRINA_DATA_HOME to the shared datasets folder"
+        )
     return DATA_HOME

@@ -27,7 +27,9 @@ from vitrina.errors import DataValidationError
         ("video-games", 287_107, 31_013, 23_715),
     ],
 )
-def test_named_datasets_have_published_counts(data_home: Path, name: str, events: int, users: int, items: int) -> None:
+def test_named_datasets_have_published_counts(
+    data_home: Path, name: str, events: int, users: int, items: int
+) -> None:
     df = load_dataset(name)
     assert (df.height, df["user_id"].n_unique(), df["item_id"].n_unique()) == (events, users, items)
     assert df.columns[:4] == ["user_id", "item_id", "timestamp", "weight"]
@@ -116,7 +118,9 @@ def test_parquet_roundtrip_and_nulls(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["keep", "sum", "first", "raise"])
 def test_duplicate_policy(policy: str) -> None:
-    df = pl.DataFrame({"user_id": [1, 1, 1], "item_id": [2, 2, 3], "timestamp": [5, 5, 5], "weight": [1.0, 2.0, 1.0]})
+    df = pl.DataFrame(
+        {"user_id": [1, 1, 1], "item_id": [2, 2, 3], "timestamp": [5, 5, 5], "weight": [1.0, 2.0, 1.0]}
+    )
     if policy == "raise":
         with pytest.raises(DataValidationError, match="duplicate event"):
             validate_interactions(df, duplicates=policy)

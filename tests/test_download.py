@@ -48,13 +48,17 @@ def _ml100k_zip(data_home: Path, extra: dict[str, bytes] | None = None) -> bytes
 
 
 @pytest.fixture()
-def local_spec(monkeypatch: pytest.MonkeyPatch, data_home: Path, server: tuple[str, Path]) -> tuple[str, Path]:
+def local_spec(
+    monkeypatch: pytest.MonkeyPatch, data_home: Path, server: tuple[str, Path]
+) -> tuple[str, Path]:
     """Point ml-100k's archive at the loopback server, with the checksum of the archive served there."""
     url, root = server
     blob = _ml100k_zip(data_home)
     (root / "ml-100k.zip").write_bytes(blob)
     spec = datasets.DATASETS["ml-100k"]
-    archive = replace(spec.archive, url=f"{url}/ml-100k.zip", checksum=Checksum("sha256", hashlib.sha256(blob).hexdigest()))
+    archive = replace(
+        spec.archive, url=f"{url}/ml-100k.zip", checksum=Checksum("sha256", hashlib.sha256(blob).hexdigest())
+    )
     monkeypatch.setitem(datasets.DATASETS, "ml-100k", replace(spec, archive=archive))
     return url, root
 
@@ -70,13 +74,14 @@ def test_download_verifies_and_unpacks(local_spec: tuple[str, Path], tmp_path: P
 def test_download_refuses_wrong_archive_checksum(local_spec: tuple[str, Path], tmp_path: Path) -> None:
     url, root = local_spec
     (root / "tampered.zip").write_bytes(b"PK not really a zip")
-    with pytest.raises(DownloadError, match="sha256 is .*expected"):
+    with pytest.raises(DownloadError, match=r"sha256 is .*expected"):
         download("ml-100k", tmp_path / "home", url=f"{url}/tampered.zip")
     assert not (tmp_path / "home" / "ml-100k").exists()
 
 
-def test_download_checks_member_content(monkeypatch: pytest.MonkeyPatch, data_home: Path, server: tuple[str, Path],
-                                        tmp_path: Path) -> None:
+def test_download_checks_member_content(
+    monkeypatch: pytest.MonkeyPatch, data_home: Path, server: tuple[str, Path], tmp_path: Path
+) -> None:
     url, root = server
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -86,7 +91,7 @@ def test_download_checks_member_content(monkeypatch: pytest.MonkeyPatch, data_ho
     spec = datasets.DATASETS["ml-100k"]
     archive = replace(spec.archive, checksum=Checksum("sha256", hashlib.sha256(blob).hexdigest()))
     monkeypatch.setitem(datasets.DATASETS, "ml-100k", replace(spec, archive=archive))
-    with pytest.raises(DownloadError, match="u.data: sha256"):
+    with pytest.raises(DownloadError, match=r"u\.data: sha256"):
         download("ml-100k", tmp_path / "home", url=f"{url}/bad.zip")
 
 

@@ -16,6 +16,7 @@ from vitrina.data.idmap import IdMap
 from vitrina.data.splits import leave_one_out, temporal_split
 from vitrina.errors import ConfigError, DataValidationError
 
+
 def _with_row(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_row_index("row")
 
@@ -45,7 +46,9 @@ def test_leave_one_out_short_users_stay_in_train() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(
-    events=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 9), st.integers(0, 4)), min_size=1, max_size=60),
+    events=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 9), st.integers(0, 4)), min_size=1, max_size=60
+    ),
     validation=st.booleans(),
 )
 def test_leave_one_out_never_leaks(events: list[tuple[int, int, int]], validation: bool) -> None:
@@ -73,12 +76,16 @@ def test_leave_one_out_on_beauty_no_test_event_in_train(data_home: Path) -> None
 
 @settings(max_examples=80, deadline=None)
 @given(
-    events=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7), st.integers(0, 20)), min_size=2, max_size=60),
+    events=st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 7), st.integers(0, 20)), min_size=2, max_size=60
+    ),
     cutoff=st.integers(1, 20),
     cold=st.booleans(),
     seen=st.booleans(),
 )
-def test_temporal_never_leaks(events: list[tuple[int, int, int]], cutoff: int, cold: bool, seen: bool) -> None:
+def test_temporal_never_leaks(
+    events: list[tuple[int, int, int]], cutoff: int, cold: bool, seen: bool
+) -> None:
     df = _with_row(pl.DataFrame(events, schema=["user_id", "item_id", "timestamp"], orient="row"))
     if not ((df["timestamp"] < cutoff).any() and (df["timestamp"] >= cutoff).any()):
         with pytest.raises(ConfigError, match="empty part"):
@@ -121,9 +128,7 @@ def test_temporal_config_errors() -> None:
 
 def test_k_core_is_iterative() -> None:
     # user 3 has 2 events; dropping it leaves item 9 with 1 event, which must then go too
-    df = pl.DataFrame(
-        {"user_id": [1, 1, 2, 2, 3, 3], "item_id": [5, 9, 5, 9, 9, 7], "timestamp": range(6)}
-    )
+    df = pl.DataFrame({"user_id": [1, 1, 2, 2, 3, 3], "item_id": [5, 9, 5, 9, 9, 7], "timestamp": range(6)})
     out = k_core(df, min_user=2, min_item=2)
     assert out.height == 4
     out = k_core(df, min_user=2, min_item=3)

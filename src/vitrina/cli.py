@@ -14,7 +14,9 @@ from rich.table import Table
 
 from vitrina.errors import VitrinaError
 
-app = typer.Typer(help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 datasets_app = typer.Typer(help="List and download datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -47,17 +49,29 @@ def datasets_list() -> None:
 @datasets_app.command("download")
 def datasets_download(
     name: Annotated[str, typer.Argument(help="dataset name, e.g. ml-100k")],
-    url: Annotated[str | None, typer.Option(help="mirror address of the official archive (checksums still apply)")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="mirror address of the official archive (checksums still apply)")
+    ] = None,
     home: Annotated[Path | None, typer.Option(help="data home (default $VITRINA_DATA_HOME)")] = None,
 ) -> None:
     """Fetch an official archive, verify its checksums and unpack it under the data home."""
     from vitrina.data.datasets import download
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=err) as progress:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+    ) as progress:
         task = progress.add_task(f"downloading {name}", total=None)
         try:
-            folder = download(name, home, url=url, progress=lambda done, total: progress.update(task, completed=done, total=total))
+            folder = download(
+                name,
+                home,
+                url=url,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
         except VitrinaError as exc:
             raise _fail(exc) from None
     err.print(f"{name}: verified and unpacked into {folder}")
@@ -81,16 +95,26 @@ def _benchmark_config(**kwargs: Any) -> Any:
 
 @app.command()
 def benchmark(
-    dataset: Annotated[str | None, typer.Option(help="dataset name (see `vitrina datasets list`) or file path")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="dataset name (see `vitrina datasets list`) or file path")
+    ] = None,
     models: Annotated[str | None, typer.Option(help="e.g. popular,itemknn,ease:l2=500,als")] = None,
     split: Annotated[str | None, typer.Option(help="loo (leave-one-out) or temporal")] = None,
     k: Annotated[int | None, typer.Option(help="list length for all metrics")] = None,
-    output: Annotated[Path | None, typer.Option(help="folder for results.json, results.md, pareto.png")] = None,
-    format: Annotated[str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with the same keys; flags override it")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="folder for results.json, results.md, pareto.png")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with the same keys; flags override it")
+    ] = None,
     cutoff: Annotated[str | None, typer.Option(help="temporal: ISO date/time or Unix seconds")] = None,
     last_days: Annotated[float | None, typer.Option(help="temporal: test on the last N days")] = None,
-    validation_days: Annotated[float | None, typer.Option(help="temporal: validation on the N days before")] = None,
+    validation_days: Annotated[
+        float | None, typer.Option(help="temporal: validation on the N days before")
+    ] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     min_user: Annotated[int | None, typer.Option(help="k-core: min events per user")] = None,
     min_item: Annotated[int | None, typer.Option(help="k-core: min events per item")] = None,
@@ -101,9 +125,20 @@ def benchmark(
 
     try:
         cfg = _benchmark_config(
-            dataset=dataset, models=models, split=split, k=k, output=output, format=format, config=config,
-            cutoff=cutoff, last_days=last_days, validation_days=validation_days,
-            implicit_threshold=implicit_threshold, min_user=min_user, min_item=min_item, seed=seed,
+            dataset=dataset,
+            models=models,
+            split=split,
+            k=k,
+            output=output,
+            format=format,
+            config=config,
+            cutoff=cutoff,
+            last_days=last_days,
+            validation_days=validation_days,
+            implicit_threshold=implicit_threshold,
+            min_user=min_user,
+            min_item=min_item,
+            seed=seed,
         )
         run_benchmark(cfg, console=err)
     except VitrinaError as exc:
@@ -115,7 +150,9 @@ def train(
     dataset: Annotated[str, typer.Option(help="dataset name or file path")],
     model: Annotated[str, typer.Option(help="one model spec, e.g. ease:l2=500 or esasrec:epochs=50")],
     output: Annotated[Path, typer.Option(help="model directory to write (servable with `vitrina serve`)")],
-    format: Annotated[str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")
+    ] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     seed: Annotated[int, typer.Option(help="seed for models that take one")] = 0,
 ) -> None:
@@ -129,8 +166,15 @@ def train(
         runs = parse_models(model)
         if len(runs) != 1:
             raise VitrinaError(f"--model: give exactly one model, got {len(runs)}")
-        cfg = make_config({"dataset": dataset, "format": format, "implicit_threshold": implicit_threshold,
-                           "models": [runs[0].model_dump()], "seed": seed})
+        cfg = make_config(
+            {
+                "dataset": dataset,
+                "format": format,
+                "implicit_threshold": implicit_threshold,
+                "models": [runs[0].model_dump()],
+                "seed": seed,
+            }
+        )
         df, _, _ = load_data(cfg)
         m = make_model(runs[0].name, runs[0].params)
         if "seed" in m.get_params() and "seed" not in runs[0].params:

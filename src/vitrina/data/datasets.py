@@ -82,7 +82,11 @@ DATASETS: dict[str, DatasetSpec] = {
             Archive(
                 "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
                 Checksum("md5", "0e33842e24a9c977be4e0107933c0723"),
-                {"ml-100k/u.data": Checksum("sha256", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490")},
+                {
+                    "ml-100k/u.data": Checksum(
+                        "sha256", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
+                    )
+                },
                 "ml-100k",
             ),
         ),
@@ -119,7 +123,10 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "video-games",
-            (("amazon-video-games/sasrec/Video.txt.gz", "pairs"), ("amazon-video-games/sasrec/Video.txt", "pairs")),
+            (
+                ("amazon-video-games/sasrec/Video.txt.gz", "pairs"),
+                ("amazon-video-games/sasrec/Video.txt", "pairs"),
+            ),
             "Amazon Video Games, SASRec preprocessing (31,013 users, 23,715 items)",
             "https://github.com/kang205/SASRec (data/Video.txt)",
         ),
@@ -146,7 +153,8 @@ def resolve(name: str, home: Path | None = None) -> tuple[Path, Format]:
         if (home / rel).is_file():
             if rel in spec.partial:
                 warnings.warn(
-                    f"{name}: using the incomplete copy {rel}; results are not comparable with the full dataset. "
+                    f"{name}: using the incomplete copy {rel}; results are not comparable with the full "
+                    "dataset. "
                     f"Get the full one with `vitrina datasets download {name}`",
                     PartialDatasetWarning,
                     stacklevel=2,
@@ -188,7 +196,7 @@ def download(
     home = home or data_home()
     source = url or archive.url
     try:
-        with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310 (http(s) by design)
+        with urllib.request.urlopen(source, timeout=timeout) as response:
             total = response.headers.get("Content-Length")
             chunks, done = [], 0
             while chunk := response.read(1 << 20):

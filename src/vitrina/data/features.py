@@ -32,7 +32,9 @@ def attributes_json(path: str | Path, items: IdMap) -> sp.csr_matrix:
             continue
         attrs = raw[key]
         if not isinstance(attrs, list):
-            raise DataValidationError(f"{path}: item {key}: expected a list of attribute ids, got {type(attrs).__name__}")
+            raise DataValidationError(
+                f"{path}: item {key}: expected a list of attribute ids, got {type(attrs).__name__}"
+            )
         r.extend([row] * len(attrs))
         c.extend(int(a) for a in attrs)
     n_attr = (max(c) + 1) if c else 0

@@ -47,7 +47,9 @@ class IdMap:
 
     def to_internal(self, ids: pl.Series | Iterable[object], *, strict: bool = True) -> np.ndarray:
         """Indices of ``ids``; unknown ids raise (``strict``) or map to -1."""
-        series = ids if isinstance(ids, pl.Series) else pl.Series(list(ids), dtype=self._ids.dtype, strict=False)
+        series = (
+            ids if isinstance(ids, pl.Series) else pl.Series(list(ids), dtype=self._ids.dtype, strict=False)
+        )
         if series.dtype != self._ids.dtype:
             series = series.cast(self._ids.dtype, strict=False)
         frame = pl.DataFrame({"external_id": series})
@@ -65,7 +67,9 @@ class IdMap:
         """External ids of dense indices (all must be in range)."""
         index = np.asarray(index, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
-            raise DataValidationError(f"index out of range [0, {len(self)}): min {index.min()}, max {index.max()}")
+            raise DataValidationError(
+                f"index out of range [0, {len(self)}): min {index.min()}, max {index.max()}"
+            )
         return self._ids.gather(index)
 
     def save(self, path: Path) -> None:

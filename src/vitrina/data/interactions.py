@@ -43,7 +43,12 @@ def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
     if dtype.is_float():
         bad = col.is_nan() | col.is_infinite()
         if bad.any():
-            raise _fail(source, _first_bad_row(df, bad), TIMESTAMP, f"expected a finite number, got {col.filter(bad)[0]}")
+            raise _fail(
+                source,
+                _first_bad_row(df, bad),
+                TIMESTAMP,
+                f"expected a finite number, got {col.filter(bad)[0]}",
+            )
         return df
     if dtype == pl.Datetime or dtype == pl.Date:
         return df.with_columns(pl.col(TIMESTAMP).cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Int64))
@@ -59,7 +64,9 @@ def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
         if bad.any():
             value = col.filter(bad)[0]
             raise _fail(
-                source, _first_bad_row(df, bad), TIMESTAMP,
+                source,
+                _first_bad_row(df, bad),
+                TIMESTAMP,
                 f"cannot parse {value!r} as a Unix time or an ISO-8601 date/time",
             )
         return df.with_columns(parsed.dt.epoch("s").cast(pl.Int64).alias(TIMESTAMP))
@@ -72,7 +79,9 @@ def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
         cast = col.str.strip_chars().cast(pl.Float64, strict=False)
         bad = cast.is_null()
         if bad.any():
-            raise _fail(source, _first_bad_row(df, bad), WEIGHT, f"expected a number, got {col.filter(bad)[0]!r}")
+            raise _fail(
+                source, _first_bad_row(df, bad), WEIGHT, f"expected a number, got {col.filter(bad)[0]!r}"
+            )
         col = cast
     elif col.dtype == pl.Boolean:
         col = col.cast(pl.Float64)
@@ -82,7 +91,9 @@ def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
     bad = col.is_nan() | col.is_infinite() | (col < 0)
     if bad.any():
         raise _fail(
-            source, _first_bad_row(df, bad), WEIGHT,
+            source,
+            _first_bad_row(df, bad),
+            WEIGHT,
             f"expected a finite non-negative number, got {col.filter(bad)[0]}",
         )
     return df.with_columns(col.alias(WEIGHT))
@@ -93,7 +104,12 @@ def _check_id(df: pl.DataFrame, name: str, source: str) -> pl.DataFrame:
     if col.dtype.is_float():
         frac = col.is_not_null() & (col != col.floor())
         if frac.any():
-            raise _fail(source, _first_bad_row(df, frac), name, f"expected an integer or string id, got {col.filter(frac)[0]}")
+            raise _fail(
+                source,
+                _first_bad_row(df, frac),
+                name,
+                f"expected an integer or string id, got {col.filter(frac)[0]}",
+            )
         return df.with_columns(pl.col(name).cast(pl.Int64))
     if not (col.dtype.is_integer() or col.dtype == pl.String or col.dtype == pl.Categorical):
         raise _fail(source, None, name, f"expected integer or string ids, got column type {col.dtype}")
@@ -145,7 +161,9 @@ def validate_interactions(
             if duplicates == "raise":
                 row = df.filter(dup)
                 raise _fail(
-                    source, int(row[_ROW][0]), f"{USER}, {ITEM}, {TIMESTAMP}",
+                    source,
+                    int(row[_ROW][0]),
+                    f"{USER}, {ITEM}, {TIMESTAMP}",
                     f"duplicate event ({row[USER][0]!r}, {row[ITEM][0]!r}, {row[TIMESTAMP][0]}); "
                     "choose duplicates='keep', 'sum' or 'first'",
                 )
@@ -157,6 +175,8 @@ def validate_interactions(
                     pl.col(WEIGHT).sum(), *[pl.col(c).first() for c in extras]
                 )
             else:
-                raise DataValidationError(f"duplicates={duplicates!r}; expected 'keep', 'sum', 'first' or 'raise'")
+                raise DataValidationError(
+                    f"duplicates={duplicates!r}; expected 'keep', 'sum', 'first' or 'raise'"
+                )
     ordered = [*REQUIRED, *[c for c in df.columns if c not in REQUIRED and c != _ROW]]
     return df.select(ordered)

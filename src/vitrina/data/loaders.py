@@ -72,7 +72,9 @@ def _ints(path: Path, df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
         bad = cast.is_null()
         if bad.any():
             row = df.filter(bad).row(0, named=True)
-            raise DataValidationError(f"{path}, line {row['line']}, field '{col}': expected an integer, got {row[col]!r}")
+            raise DataValidationError(
+                f"{path}, line {row['line']}, field '{col}': expected an integer, got {row[col]!r}"
+            )
         df = df.with_columns(cast.alias(col))
     return df
 
@@ -82,7 +84,9 @@ def _numbers(path: Path, df: pl.DataFrame, col: str) -> pl.DataFrame:
     bad = cast.is_null()
     if bad.any():
         row = df.filter(bad).row(0, named=True)
-        raise DataValidationError(f"{path}, line {row['line']}, field '{col}': expected a number, got {row[col]!r}")
+        raise DataValidationError(
+            f"{path}, line {row['line']}, field '{col}': expected a number, got {row[col]!r}"
+        )
     return df.with_columns(cast.alias(col))
 
 
@@ -127,7 +131,9 @@ def load_s3rec(path: str | Path) -> pl.DataFrame:
     short = tokens.filter(pl.col("tok").list.len() < 2)
     if short.height:
         row = short.row(0, named=True)
-        raise DataValidationError(f"{path}, line {row['line']}: expected 'user item [item ...]', got {row['text'][:80]!r}")
+        raise DataValidationError(
+            f"{path}, line {row['line']}: expected 'user item [item ...]', got {row['text'][:80]!r}"
+        )
     df = tokens.select(
         "line",
         pl.col("tok").list.first().alias(USER),
@@ -143,7 +149,9 @@ def load_s3rec(path: str | Path) -> pl.DataFrame:
     dup = users.filter(pl.col("n") > 1)
     if dup.height:
         row = dup.row(0, named=True)
-        raise DataValidationError(f"{path}: user {row[USER]} appears on more than one line (first at line {row['l']})")
+        raise DataValidationError(
+            f"{path}: user {row[USER]} appears on more than one line (first at line {row['l']})"
+        )
     return _finish(path, df)
 
 
@@ -156,7 +164,11 @@ def load_pairs(path: str | Path) -> pl.DataFrame:
     lines = _lines(path)
     if lines.height == 0:
         raise DataValidationError(f"{path}: no interactions found (empty file)")
-    df = _ints(path, _split_fields(path, lines.with_columns(pl.col("text").str.strip_chars()), " ", [USER, ITEM]), [USER, ITEM])
+    df = _ints(
+        path,
+        _split_fields(path, lines.with_columns(pl.col("text").str.strip_chars()), " ", [USER, ITEM]),
+        [USER, ITEM],
+    )
     df = df.with_columns(pl.int_range(pl.len()).over(USER).alias(TIMESTAMP), pl.lit(1.0).alias(WEIGHT))
     return _finish(path, df)
 
@@ -173,7 +185,9 @@ def load_table(
     ``{"user_id": "visitorid", "item_id": "itemid", "timestamp": "ts"}``. Other columns are kept.
     """
     path = Path(path)
-    fmt = format or ("parquet" if path.suffix == ".parquet" else "tsv" if path.suffix in (".tsv", ".tab") else "csv")
+    fmt = format or (
+        "parquet" if path.suffix == ".parquet" else "tsv" if path.suffix in (".tsv", ".tab") else "csv"
+    )
     if fmt == "parquet":
         if not path.is_file():
             raise DataValidationError(f"{path}: file not found")
@@ -188,15 +202,21 @@ def load_table(
         try:
             df = pl.read_csv(io.BytesIO(raw), separator=sep, infer_schema=False, encoding="utf8-lossy")
         except pl.exceptions.PolarsError as exc:
-            raise DataValidationError(f"{path}: cannot parse as {fmt.upper()} with separator {sep!r} ({exc})") from exc
+            raise DataValidationError(
+                f"{path}: cannot parse as {fmt.upper()} with separator {sep!r} ({exc})"
+            ) from exc
         first_line = 2  # line 1 is the header
     mapping = dict(columns or {})
     unknown = [k for k in mapping if k not in (USER, ITEM, TIMESTAMP, WEIGHT)]
     if unknown:
-        raise DataValidationError(f"columns mapping: unknown target(s) {unknown}; use user_id, item_id, timestamp, weight")
+        raise DataValidationError(
+            f"columns mapping: unknown target(s) {unknown}; use user_id, item_id, timestamp, weight"
+        )
     absent = [v for v in mapping.values() if v not in df.columns]
     if absent:
-        raise DataValidationError(f"{path}: column(s) {absent} named in the mapping are not in the file; found {df.columns}")
+        raise DataValidationError(
+            f"{path}: column(s) {absent} named in the mapping are not in the file; found {df.columns}"
+        )
     df = df.rename({v: k for k, v in mapping.items()})
     if WEIGHT in df.columns and df[WEIGHT].dtype == pl.String:
         df = df.with_columns(pl.col(WEIGHT).str.strip_chars())
@@ -210,4 +230,6 @@ def load(path: str | Path, format: Format, **kwargs: object) -> pl.DataFrame:
         return readers[format](path, **kwargs)  # type: ignore[operator]
     if format in ("csv", "tsv", "parquet"):
         return load_table(path, format=format, **kwargs)  # type: ignore[arg-type]
-    raise DataValidationError(f"unknown format {format!r}; expected one of movielens, s3rec, pairs, csv, tsv, parquet")
+    raise DataValidationError(
+        f"unknown format {format!r}; expected one of movielens, s3rec, pairs, csv, tsv, parquet"
+    )

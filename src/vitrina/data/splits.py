@@ -64,9 +64,13 @@ def _restore(part: pl.DataFrame) -> pl.DataFrame:
     return part.sort(_ROW).drop([c for c in part.columns if c.startswith("_")])
 
 
-def _cutoff_seconds(df: pl.DataFrame, cutoff: datetime | date | str | float | None, last_days: float | None) -> float:
+def _cutoff_seconds(
+    df: pl.DataFrame, cutoff: datetime | date | str | float | None, last_days: float | None
+) -> float:
     if (cutoff is None) == (last_days is None):
-        raise ConfigError("temporal_split: give exactly one of cutoff (a date/time or Unix seconds) or last_days")
+        raise ConfigError(
+            "temporal_split: give exactly one of cutoff (a date/time or Unix seconds) or last_days"
+        )
     if last_days is not None:
         if last_days <= 0:
             raise ConfigError(f"temporal_split: last_days must be > 0, got {last_days}")
@@ -75,7 +79,9 @@ def _cutoff_seconds(df: pl.DataFrame, cutoff: datetime | date | str | float | No
         try:
             cutoff = datetime.fromisoformat(cutoff)
         except ValueError as exc:
-            raise ConfigError(f"temporal_split: cutoff {cutoff!r} is not an ISO date/time (e.g. 2003-01-01)") from exc
+            raise ConfigError(
+                f"temporal_split: cutoff {cutoff!r} is not an ISO date/time (e.g. 2003-01-01)"
+            ) from exc
     if isinstance(cutoff, datetime):
         return (cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC)).timestamp()
     if isinstance(cutoff, date):
@@ -104,11 +110,19 @@ def temporal_split(
     val = ordered.clear()
     if validation_days is not None:
         inner = temporal_split(
-            _restore(train), last_days=validation_days,
-            filter_cold_items=filter_cold_items, filter_seen=filter_seen,
+            _restore(train),
+            last_days=validation_days,
+            filter_cold_items=filter_cold_items,
+            filter_seen=filter_seen,
         )
-        return Split(inner.train, inner.validation.vstack(inner.test), _restore(_test_part(train, test, filter_cold_items, filter_seen)))
-    return Split(_restore(train), _restore(val), _restore(_test_part(train, test, filter_cold_items, filter_seen)))
+        return Split(
+            inner.train,
+            inner.validation.vstack(inner.test),
+            _restore(_test_part(train, test, filter_cold_items, filter_seen)),
+        )
+    return Split(
+        _restore(train), _restore(val), _restore(_test_part(train, test, filter_cold_items, filter_seen))
+    )
 
 
 def _test_part(train: pl.DataFrame, test: pl.DataFrame, cold_items: bool, seen: bool) -> pl.DataFrame:

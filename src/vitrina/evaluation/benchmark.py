@@ -28,6 +28,7 @@ from vitrina.data.features import item_features_for
 from vitrina.data.filtering import k_core, to_implicit
 from vitrina.data.loaders import load
 from vitrina.data.splits import Split, leave_one_out, temporal_split
+from vitrina.errors import ConfigError
 from vitrina.evaluation.config import BenchmarkConfig
 from vitrina.evaluation.evaluate import build_truth, evaluate, history_dataset
 from vitrina.evaluation.report import pareto_plot, results_markdown
@@ -39,10 +40,17 @@ HEADLINE = ("ndcg", "hr", "recall", "mrr", "map", "coverage", "novelty", "arp", 
 def load_data(config: BenchmarkConfig) -> tuple[pl.DataFrame, Path, str]:
     if config.dataset in DATASETS:
         path, fmt = resolve(config.dataset)
-        threshold = config.implicit_threshold if config.implicit_threshold is not None else DATASETS[config.dataset].implicit_threshold
+        threshold = (
+            config.implicit_threshold
+            if config.implicit_threshold is not None
+            else DATASETS[config.dataset].implicit_threshold
+        )
     else:
         if config.format is None:
-            raise ValueError(f"dataset '{config.dataset}' is not a registered name; give its --format to read it as a file")
+            raise ConfigError(
+                f"dataset '{config.dataset}' is not a registered name ({', '.join(DATASETS)}); "
+                "to read it as a file give its --format"
+            )
         path, fmt, threshold = Path(config.dataset), config.format, config.implicit_threshold
     df = to_implicit(load(path, fmt), threshold=threshold)
     if config.min_user or config.min_item:
@@ -56,7 +64,9 @@ def make_split(config: BenchmarkConfig, df: pl.DataFrame) -> Split:
     cutoff: Any = config.cutoff
     if cutoff is not None and cutoff.lstrip("-").replace(".", "", 1).isdigit():
         cutoff = float(cutoff)
-    return temporal_split(df, cutoff=cutoff, last_days=config.last_days, validation_days=config.validation_days)
+    return temporal_split(
+        df, cutoff=cutoff, last_days=config.last_days, validation_days=config.validation_days
+    )
 
 
 def run_benchmark(config: BenchmarkConfig, console: Console | None = None) -> dict[str, Any]:
@@ -67,8 +77,11 @@ def run_benchmark(config: BenchmarkConfig, console: Console | None = None) -> di
         df, path, fmt = load_data(config)
         split = make_split(config, df)
     history_df = pl.concat([split.train, split.validation], how="vertical_relaxed")
-    console.log(f"{config.dataset}: {df.height:,} events, {df[USER].n_unique():,} users, {df[ITEM].n_unique():,} items; "
-                f"split {config.split}: " + ", ".join(f"{k}={v:,}" for k, v in split.summary().items()))
+    console.log(
+        f"{config.dataset}: {df.height:,} events, {df[USER].n_unique():,} users, "
+        f"{df[ITEM].n_unique():,} items; "
+        f"split {config.split}: " + ", ".join(f"{k}={v:,}" for k, v in split.summary().items())
+    )
     expected_external = _popular_expectation(history_df, split.test, config.k)
     runs = []
     for run in config.models:
@@ -100,8 +113,10 @@ def run_benchmark(config: BenchmarkConfig, console: Console | None = None) -> di
         record.update(getattr(model, "training_summary_", {}))
         runs.append(record)
         k = config.k
-        console.log(f"{run.name}: ndcg@{k}={result.metrics[f'ndcg@{k}']:.4f} hr@{k}={result.metrics[f'hr@{k}']:.4f} "
-                    f"coverage@{k}={result.metrics[f'coverage@{k}']:.4f} fit {fit_seconds:.1f}s")
+        console.log(
+            f"{run.name}: ndcg@{k}={result.metrics[f'ndcg@{k}']:.4f} hr@{k}={result.metrics[f'hr@{k}']:.4f} "
+            f"coverage@{k}={result.metrics[f'coverage@{k}']:.4f} fit {fit_seconds:.1f}s"
+        )
     results = {
         "dataset": config.dataset,
         "split": config.split,
@@ -154,8 +169,12 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_column("fit s", justify="right")
     table.add_column("rec s", justify="right")
     for r in results["runs"]:
-        table.add_row(r["model"], *[f"{r['metrics'].get(c, float('nan')):.4f}" for c in columns],
-                      f"{r['fit_seconds']:.1f}", f"{r['recommend_seconds']:.2f}")
+        table.add_row(
+            r["model"],
+            *[f"{r['metrics'].get(c, float('nan')):.4f}" for c in columns],
+            f"{r['fit_seconds']:.1f}",
+            f"{r['recommend_seconds']:.2f}",
+        )
     return table
 
 

@@ -17,7 +17,11 @@ def results_markdown(results: dict[str, Any]) -> str:
     ]
     for r in results["runs"]:
         cells = [f"{r['metrics'][n]:.4f}" if n in r["metrics"] else "" for n in names]
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['fit_seconds']:.1f} | {r['recommend_seconds']:.2f} |")
+        lines.append(
+            f"| {r['model']} | "
+            + " | ".join(cells)
+            + f" | {r['fit_seconds']:.1f} | {r['recommend_seconds']:.2f} |"
+        )
     lines += ["", "Parameters:", ""]
     lines += [f"- `{r['model']}`: `{r['params']}`" for r in results["runs"]]
     return "\n".join(lines) + "\n"
@@ -27,7 +31,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated in both coordinates (higher is better in each)."""
     front = []
     for i, (x, y) in enumerate(points):
-        dominated = any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        dominated = any(
+            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        )
         if not dominated:
             front.append(i)
     return front
@@ -47,7 +53,13 @@ def pareto_plot(results: dict[str, Any], path: Path) -> None:
     front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", zorder=3)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="tab:orange", label="Pareto front", zorder=2)
+    ax.plot(
+        [pts[i][0] for i in front],
+        [pts[i][1] for i in front],
+        color="tab:orange",
+        label="Pareto front",
+        zorder=2,
+    )
     for r, (x, y) in zip(runs, pts, strict=True):
         ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(f"Coverage@{k}")

@@ -137,12 +137,16 @@ class Recommender(ABC):
                 lengths = np.array([len(h) for h in batch], dtype=np.int64)
                 cols = np.concatenate(batch).astype(np.int64) if batch else np.zeros(0, np.int64)
                 indptr = np.concatenate([[0], np.cumsum(lengths)])
-                seen = sp.csr_matrix((np.ones(len(cols), np.float32), cols, indptr), shape=(len(batch), n_items))
+                seen = sp.csr_matrix(
+                    (np.ones(len(cols), np.float32), cols, indptr), shape=(len(batch), n_items)
+                )
             self._apply_filters(scores, seen, allowed)
             out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
         return out_idx, out_val
 
-    def item_mask(self, allow_items: Iterable[Any] | None = None, deny_items: Iterable[Any] | None = None) -> np.ndarray | None:
+    def item_mask(
+        self, allow_items: Iterable[Any] | None = None, deny_items: Iterable[Any] | None = None
+    ) -> np.ndarray | None:
         """Boolean mask over the catalogue from allow/deny lists of external ids (unknown ids ignored)."""
         self._check_fitted()
         if allow_items is None and deny_items is None:
@@ -176,7 +180,10 @@ class Recommender(ABC):
             raise ConfigError(f"k must be >= 1, got {k}")
         users = pl.Series(USER, list(users), dtype=self.users_.dtype, strict=False)
         idx, val = self.recommend_indices(
-            self.users_.to_internal(users), k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
+            self.users_.to_internal(users),
+            k,
+            exclude_seen=exclude_seen,
+            allowed=self.item_mask(allow_items, deny_items),
         )
         return self._to_frame(users, idx, val)
 
@@ -196,7 +203,9 @@ class Recommender(ABC):
         self._check_fitted()
         if not self.supports_history:
             raise ConfigError(f"{type(self).__name__} cannot recommend from an ad-hoc history")
-        hist = self.items_.to_internal(pl.Series(list(items), dtype=self.items_.dtype, strict=False), strict=False)
+        hist = self.items_.to_internal(
+            pl.Series(list(items), dtype=self.items_.dtype, strict=False), strict=False
+        )
         idx, val = self.recommend_histories_indices(
             [hist[hist >= 0]], k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
         )
@@ -237,6 +246,7 @@ class Recommender(ABC):
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what ``_get_state`` returned."""
+        del state  # stateless by default
 
     def save(self, path: str | Path, *, name: str | None = None) -> Path:
         """Write the model as a directory: ``config.json``, ``state.safetensors``, id maps.
@@ -288,7 +298,9 @@ def load_model(path: str | Path) -> Recommender:
     if not isinstance(config, dict) or config.get("format") != "vitrina-model":
         raise ModelLoadError(f"{cfg_path}: not a vitrina model config")
     if config.get("schema_version") != SCHEMA_VERSION:
-        raise ModelLoadError(f"{cfg_path}: schema_version {config.get('schema_version')}, this vitrina reads {SCHEMA_VERSION}")
+        raise ModelLoadError(
+            f"{cfg_path}: schema_version {config.get('schema_version')}, this vitrina reads {SCHEMA_VERSION}"
+        )
     for name, digest in dict(config.get("sha256", {})).items():
         file = path / name
         if not file.is_file():
