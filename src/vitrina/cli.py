@@ -13,12 +13,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from vitrina.errors import VitrinaError
+from vitrina.experiments.cli import app as ab_app
 
 app = typer.Typer(
     help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 datasets_app = typer.Typer(help="List and download datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "check_quality",
     "mixed_units",
     "read_events",
+    "read_table",
     "validate_events",
 ]
 
@@ -129,21 +130,24 @@ def validate_events(df: pl.DataFrame, *, source: str = "events") -> pl.DataFrame
     return df.select(ordered)
 
 
-def read_events(path: str | Path) -> pl.DataFrame:
-    """Read and validate an event log from Parquet or JSON lines."""
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Read Parquet or JSON lines without validation (e.g. a history log without experiment columns)."""
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"event log {path} does not exist; pass a .parquet or .jsonl file")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        df = pl.read_parquet(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        df = pl.read_ndjson(path, infer_schema_length=None)
-    else:
-        raise DataValidationError(
-            f"event log {path}: unknown format '{suffix}'; expected .parquet, .jsonl or .ndjson"
-        )
-    return validate_events(df, source=str(path))
+        return pl.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pl.read_ndjson(path, infer_schema_length=None)
+    raise DataValidationError(
+        f"event log {path}: unknown format '{suffix}'; expected .parquet, .jsonl or .ndjson"
+    )
+
+
+def read_events(path: str | Path) -> pl.DataFrame:
+    """Read and validate an experiment event log from Parquet or JSON lines."""
+    return validate_events(read_table(path), source=str(path))
 
 
 class QualityIssue(BaseModel):

@@ -60,29 +60,36 @@ def msprt(effect: ArrayLike, var: ArrayLike, tau: float, alpha: float = 0.05) ->
 
 
 @lru_cache(maxsize=32)
-def _null_max_abs_z(fractions: tuple[float, ...]) -> NDArray[np.float64]:
-    """Sorted simulated max_k |Z_k| under H0 for Brownian information ``fractions`` (fixed seed)."""
-    t = np.asarray(fractions)
+def _null_max_abs_z(corr: tuple[tuple[float, ...], ...]) -> NDArray[np.float64]:
+    """Sorted simulated max_k |Z_k| under H0 for the correlation of the looks' z statistics (fixed seed)."""
+    chol = np.linalg.cholesky(np.asarray(corr) + 1e-12 * np.eye(len(corr)))
     rng = np.random.default_rng(20240601)
-    increments = rng.standard_normal((_N_PATHS, t.size), dtype=np.float64) * np.sqrt(np.diff(t, prepend=0.0))
-    z = np.cumsum(increments, axis=1) / np.sqrt(t)
+    z = rng.standard_normal((_N_PATHS, len(corr))) @ chol.T
     return np.sort(np.abs(z).max(axis=1))
 
 
-def _check_fractions(fractions: ArrayLike) -> tuple[float, ...]:
-    t = np.asarray(fractions, dtype=np.float64)
-    if t.ndim != 1 or t.size == 0 or np.any(t <= 0) or np.any(np.diff(t) <= 0) or abs(t[-1] - 1.0) > 1e-9:
-        raise ValueError(
-            f"information fractions must increase strictly and end at 1, got {t.tolist()}; "
-            "e.g. planned users at each look / planned users at the end"
-        )
-    return tuple(np.round(t, 6).tolist())
+def _look_corr(fractions: ArrayLike | None, corr: ArrayLike | None) -> tuple[tuple[float, ...], ...]:
+    """Correlation of the looks: given, or sqrt(t_j / t_k) for Brownian information fractions t."""
+    if corr is not None:
+        c = np.asarray(corr, dtype=np.float64)
+        if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.allclose(np.diag(c), 1.0):
+            raise ValueError(f"corr must be a square correlation matrix of the looks, got shape {c.shape}")
+    else:
+        t = np.asarray(fractions, dtype=np.float64)
+        if t.ndim != 1 or t.size == 0 or np.any(t <= 0) or np.any(np.diff(t) <= 0) or abs(t[-1] - 1.0) > 1e-9:
+            raise ValueError(
+                f"information fractions must increase strictly and end at 1, got {t.tolist()}; "
+                "e.g. planned units / per-unit variance at each look over the same at the end"
+            )
+        c = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
+    return tuple(tuple(r) for r in np.round(c, 6).tolist())
 
 
-def max_z_boundary(fractions: ArrayLike, alpha: float = 0.05) -> float:
-    """Constant |Z| boundary with P(max_k |Z_k| >= boundary | H0) = alpha at the planned ``fractions``."""
-    null = _null_max_abs_z(_check_fractions(fractions))
-    return float(np.quantile(null, 1 - alpha))
+def max_z_boundary(
+    fractions: ArrayLike | None = None, alpha: float = 0.05, corr: ArrayLike | None = None
+) -> float:
+    """Constant |Z| boundary with P(max_k |Z_k| >= boundary | H0) = alpha for the planned looks."""
+    return float(np.quantile(_null_max_abs_z(_look_corr(fractions, corr)), 1 - alpha))
 
 
 @dataclass(frozen=True)
@@ -100,17 +107,28 @@ class MaxZResult:
         return self.p_value[..., -1] < self.alpha
 
 
-def max_z_test(effect: ArrayLike, var: ArrayLike, fractions: ArrayLike, alpha: float = 0.05) -> MaxZResult:
-    """Planned-looks test: looks observed so far (last axis) against all planned ``fractions``.
+def max_z_test(
+    effect: ArrayLike,
+    var: ArrayLike,
+    fractions: ArrayLike | None = None,
+    alpha: float = 0.05,
+    corr: ArrayLike | None = None,
+) -> MaxZResult:
+    """Planned-looks test: looks observed so far (last axis) against all planned looks.
 
-    Fewer looks than planned fractions is an interim analysis; the p-value is then still valid.
+    The looks are described by Brownian information ``fractions`` (independent increments, e.g. a
+    mean over arriving units) or, for metrics whose per-unit values grow over time (cumulative sums),
+    by the planned correlation matrix ``corr`` of the looks' z statistics. Fewer looks than planned is
+    an interim analysis; the p-value is then still valid.
     """
-    null = _null_max_abs_z(_check_fractions(fractions))
+    planned = _look_corr(fractions, corr)
+    null = _null_max_abs_z(planned)
     e = np.asarray(effect, dtype=np.float64)
     v = np.asarray(var, dtype=np.float64)
-    if e.shape[-1] > len(null.shape) and e.shape[-1] > np.asarray(fractions).size:
-        raise ValueError(f"got {e.shape[-1]} looks but only {np.asarray(fractions).size} planned fractions")
+    if e.shape[-1] > len(planned):
+        raise ValueError(f"got {e.shape[-1]} looks but only {len(planned)} planned looks; plan more looks")
     z = e / np.sqrt(v)
     running = np.maximum.accumulate(np.abs(z), axis=-1)
     p = 1.0 - np.searchsorted(null, running, side="left") / null.size
-    return MaxZResult(z=z, p_value=np.maximum(p, 1.0 / null.size), boundary=max_z_boundary(fractions, alpha), alpha=alpha)
+    boundary = float(np.quantile(null, 1 - alpha))
+    return MaxZResult(z=z, p_value=np.maximum(p, 1.0 / null.size), boundary=boundary, alpha=alpha)

@@ -4,7 +4,9 @@
 Inputs are a ``topk`` int array (n_users, k) of item indices, best first, ``-1`` for an empty
 slot, and a ``truth`` sparse (n_users, n_items) matrix whose entries > 0 are relevant. Per-user
 functions return float64 arrays with NaN for users they cannot evaluate; ``compute_metrics``
-averages them. Formulas and conventions: ``docs/metrics.md``. The public API is ``__all__``.
+averages them. Formulas and conventions: ``docs/metrics.md``.
+
+Stability: the names in ``__all__``, their signatures and the ``compute_metrics`` keys are public API.
 """
 
 from vitrina.metrics._average_precision import average_precision

@@ -16,7 +16,7 @@ def check_topk(topk: np.ndarray, k: int | None) -> np.ndarray:
     if not isinstance(topk, np.ndarray) or topk.ndim != 2 or not np.issubdtype(topk.dtype, np.integer):
         got = f"{type(topk).__name__} {getattr(topk, 'dtype', '')} ndim={getattr(topk, 'ndim', '?')}"
         raise DataValidationError(
-            f"topk: expected a 2-d integer ndarray (n_users, k), got {got}; pass the index output of recommend"
+            f"topk: expected a 2-d integer ndarray (n_users, k), got {got}; pass the indices from recommend"
         )
     width = topk.shape[1]
     if k is None:
@@ -97,7 +97,9 @@ def n_relevant(rel: sp.csr_matrix) -> np.ndarray:
     return np.diff(rel.indptr).astype(np.int64)
 
 
-def prepare(topk: np.ndarray, truth: sp.spmatrix | sp.sparray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+def prepare(
+    topk: np.ndarray, truth: sp.spmatrix | sp.sparray, k: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Validated hit matrix and relevant counts for the public accuracy functions."""
     cut = check_topk(topk, k)
     rel = relevant_matrix(truth, cut.shape[0])

@@ -1,0 +1,324 @@
+"""Analysis of an experiment log against its pre-registered design: SRM, effects, corrections, decision.
+
+Units are the randomisation units with an ``exposure`` row; metrics are aggregated per unit before any
+test (ratio metrics keep per-unit numerator and denominator). Content problems of the log are never
+dropped silently: they are listed in :attr:`Analysis.quality` with counts and example ids and the
+report shows them, or ``on_bad="raise"`` refuses the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from vitrina.errors import DataValidationError
+from vitrina.experiments.bootstrap import bootstrap_quantile_test
+from vitrina.experiments.design import Decision, Design
+from vitrina.experiments.metrics import DEN, NUM, MetricSpec, per_unit
+from vitrina.experiments.multiple import benjamini_hochberg, holm
+from vitrina.experiments.schema import (
+    EVENT,
+    EXPERIMENT,
+    EXPOSURE,
+    TIMESTAMP,
+    UNIT_ID,
+    VARIANT,
+    LogQuality,
+    QualityIssue,
+    check_quality,
+    mixed_units,
+    validate_events,
+)
+from vitrina.experiments.sequential import max_z_test, msprt
+from vitrina.experiments.srm import SrmResult, srm_test
+from vitrina.experiments.stats import (
+    EffectEstimate,
+    MeanStats,
+    PairStats,
+    cuped_test,
+    ratio_test,
+    two_proportion_test,
+    welch_test,
+)
+
+__all__ = ["Analysis", "MetricResult", "SequentialPath", "analyze"]
+
+_DAY = 86_400.0
+PRE = "pre"
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric, one treatment vs control."""
+
+    metric: MetricSpec
+    role: str  # "primary", "guardrail" or "segment"
+    variant: str
+    method: str
+    estimate: EffectEstimate
+    p_holm: float
+    p_bh: float
+    p_decision: float
+    segment: str = ""
+
+    @property
+    def significant(self) -> bool:
+        """Significant at the design's alpha with the p-value the decision uses."""
+        return self.p_decision < self.estimate.alpha
+
+    @property
+    def outcome(self) -> Literal["win", "flat", "loss"]:
+        """Significantly better / not significant / significantly worse, given the metric's direction."""
+        if not self.significant:
+            return "flat"
+        better = (float(self.estimate.effect) > 0) == self.metric.higher_is_better
+        return "win" if better else "loss"
+
+
+@dataclass(frozen=True)
+class SequentialPath:
+    """Daily looks at the primary metric of one treatment: estimates and sequential p-values."""
+
+    variant: str
+    method: str
+    days: np.ndarray
+    effect: np.ndarray
+    se: np.ndarray
+    p_value: np.ndarray
+    ci_low: np.ndarray | None
+    ci_high: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report needs."""
+
+    design: Design
+    quality: LogQuality
+    units: dict[str, int]
+    srm: SrmResult
+    results: tuple[MetricResult, ...]
+    sequential: tuple[SequentialPath, ...]
+    decisions: dict[str, Decision]
+    reasons: dict[str, str]
+
+
+def _units(events: pl.DataFrame, segments: tuple[str, ...]) -> pl.DataFrame:
+    exposures = events.filter(pl.col(EVENT) == EXPOSURE)
+    missing = [s for s in segments if s not in events.columns]
+    if missing:
+        raise DataValidationError(
+            f"segment column(s) {missing} not in the event log (columns: {events.columns}); "
+            "log them on exposure rows or drop them from the design"
+        )
+    return (
+        exposures.sort(TIMESTAMP)
+        .group_by(UNIT_ID, maintain_order=True)
+        .agg(
+            pl.col(VARIANT).first(),
+            pl.col(TIMESTAMP).first(),
+            *[pl.col(s).first().cast(pl.String) for s in segments],
+        )
+        .sort(UNIT_ID)
+    )
+
+
+def _clean(events: pl.DataFrame, quality: LogQuality) -> tuple[pl.DataFrame, LogQuality]:
+    """Apply the handling stated in :func:`check_quality` and report units with events but no exposure."""
+    mixed = mixed_units(events).select(UNIT_ID)
+    events = events.filter(pl.col(VARIANT).is_not_null() & (pl.col(VARIANT).str.strip_chars() != ""))
+    events = events.join(mixed, on=UNIT_ID, how="anti").unique(maintain_order=True)
+    exposed = events.filter(pl.col(EVENT) == EXPOSURE).select(UNIT_ID).unique()
+    orphans = events.join(exposed, on=UNIT_ID, how="anti")
+    if orphans.height:
+        ids = orphans[UNIT_ID].unique(maintain_order=True)
+        issue = QualityIssue(
+            kind="units with metric events but no exposure",
+            count=ids.len(),
+            examples=tuple(ids.head(5).to_list()),
+            handling="excluded (they were never shown the variant); check exposure logging",
+        )
+        quality = LogQuality(n_rows=quality.n_rows, issues=(*quality.issues, issue))
+    return events.join(exposed, on=UNIT_ID, how="semi"), quality
+
+
+def _test(
+    metric: MetricSpec, control: pl.DataFrame, treatment: pl.DataFrame, alpha: float, cuped: bool, seed: int
+) -> tuple[str, EffectEstimate]:
+    if metric.kind == "quantile":
+        est = bootstrap_quantile_test(control[NUM], treatment[NUM], q=metric.q, alpha=alpha, seed=seed)
+        return f"bootstrap q{metric.q:g}", est
+    if metric.kind == "ratio":
+        c, t = (PairStats.from_values(a[NUM], a[DEN]) for a in (control, treatment))
+        return "delta-method ratio", ratio_test(c, t, alpha)
+    if cuped:
+        c, t = (PairStats.from_values(a[PRE], a[NUM]) for a in (control, treatment))
+        return "CUPED Welch", cuped_test(c, t, alpha)
+    cm, tm = (MeanStats.from_values(a[NUM]) for a in (control, treatment))
+    if metric.kind == "proportion":
+        return "two-proportion z", two_proportion_test(cm, tm, alpha)
+    return "Welch t", welch_test(cm, tm, alpha)
+
+
+def _values(
+    events: pl.DataFrame, metric: MetricSpec, units: pl.DataFrame, pre_events: pl.DataFrame | None
+) -> pl.DataFrame:
+    values = per_unit(events, metric, units)
+    if pre_events is not None and metric.kind in ("mean", "proportion"):
+        pre = per_unit(pre_events, metric, units.select(UNIT_ID)).select(UNIT_ID, pl.col(NUM).alias(PRE))
+        values = values.join(pre, on=UNIT_ID, how="left", maintain_order="left")
+    return values
+
+
+def _sequential(design: Design, events: pl.DataFrame, units: pl.DataFrame, treatment: str) -> SequentialPath:
+    spec = design.spec
+    start = float(units[TIMESTAMP].min())
+    n_days = int((float(events[TIMESTAMP].max()) - start) // _DAY) + 1
+    effects, variances = [], []
+    for day in range(1, n_days + 1):
+        cutoff = start + day * _DAY
+        day_units = units.filter(pl.col(TIMESTAMP) < cutoff)
+        values = per_unit(events.filter(pl.col(TIMESTAMP) < cutoff), spec.primary, day_units)
+        arms = [values.filter(pl.col(VARIANT) == v) for v in (spec.control, treatment)]
+        if min(a.height for a in arms) < 2:
+            effects.append(0.0)
+            variances.append(np.inf)
+            continue
+        _, est = _test(spec.primary, arms[0], arms[1], spec.alpha, cuped=False, seed=0)
+        effects.append(float(est.effect))
+        variances.append(float(est.se) ** 2)
+    eff, var = np.array(effects), np.array(variances)
+    var = np.where(np.isfinite(var) & (var > 0), var, np.inf)
+    days = np.arange(1, n_days + 1)
+    if spec.sequential == "msprt":
+        res = msprt(
+            np.where(np.isfinite(var), eff, 0.0), np.where(np.isfinite(var), var, 1e300), design.mde_absolute
+        )
+        return SequentialPath(
+            treatment, "mSPRT", days, eff, np.sqrt(var), res.p_value, res.ci_low, res.ci_high
+        )
+    planned_days = 7 * (design.duration_weeks or spec.max_weeks)
+    if n_days > planned_days:
+        raise DataValidationError(
+            f"the log covers {n_days} days but the design planned {planned_days} daily looks; analyse the "
+            "planned window only (filter the log) or re-design"
+        )
+    users = design.planned_users(np.arange(1, planned_days + 1))
+    res = max_z_test(
+        np.where(np.isfinite(var), eff, 0.0), np.where(np.isfinite(var), var, 1.0), users / users[-1]
+    )
+    return SequentialPath(
+        treatment, "max-|Z| planned daily looks", days, eff, np.sqrt(var), res.p_value, None, None
+    )
+
+
+def analyze(
+    events: pl.DataFrame,
+    design: Design,
+    pre_events: pl.DataFrame | None = None,
+    on_bad: Literal["report", "raise"] = "report",
+    seed: int = 0,
+) -> Analysis:
+    """Analyse ``events`` (schema of :mod:`vitrina.experiments.schema`) for ``design``.
+
+    ``pre_events`` (same schema, experiment/variant not needed) from before the test enable CUPED when
+    the design asks for it. ``on_bad="raise"`` refuses logs with content problems.
+    """
+    spec = design.spec
+    events = validate_events(events)
+    exp_events = events.filter(pl.col(EXPERIMENT) == spec.name)
+    if exp_events.height == 0:
+        found = events[EXPERIMENT].unique().sort().head(10).to_list()
+        raise DataValidationError(f"no events for experiment {spec.name!r}; the log has experiments {found}")
+    quality = check_quality(exp_events)
+    clean, quality = _clean(exp_events, quality)
+    if on_bad == "raise" and not quality.clean:
+        raise DataValidationError(f"event log of {spec.name!r} has content problems:\n{quality.summary()}")
+    units = _units(clean, spec.segments)
+    unknown = sorted(set(units[VARIANT].to_list()) - set(spec.variants))
+    if unknown:
+        raise DataValidationError(
+            f"variants {unknown} are in the log but not in the design {list(spec.variants)}; fix the labels"
+        )
+    counts = {v: int((units[VARIANT] == v).sum()) for v in spec.variants}
+    srm = srm_test(counts, spec.variants)
+    if spec.cuped and pre_events is None:
+        raise DataValidationError(f"design {spec.name!r} asks for CUPED: pass pre_events (a pre-period log)")
+    pre = validate_events(pre_events) if spec.cuped and pre_events is not None else None
+    treatments = [v for v in spec.variants if v != spec.control]
+    cuped = pre is not None
+    rows: list[tuple[MetricSpec, str, str, str, EffectEstimate, str]] = []
+    for role, metric in [("primary", spec.primary), *(("guardrail", g) for g in spec.guardrails)]:
+        values = _values(clean, metric, units, pre)
+        control = values.filter(pl.col(VARIANT) == spec.control)
+        for variant in treatments:
+            treatment = values.filter(pl.col(VARIANT) == variant)
+            method, est = _test(metric, control, treatment, spec.alpha, cuped, seed)
+            rows.append((metric, role, variant, method, est, ""))
+        segments = spec.segments if role == "primary" else ()
+        for segment in segments:
+            for level in values[segment].drop_nulls().unique().sort().to_list():
+                part = values.filter(pl.col(segment) == level)
+                c = part.filter(pl.col(VARIANT) == spec.control)
+                for variant in treatments:
+                    t = part.filter(pl.col(VARIANT) == variant)
+                    if min(c.height, t.height) >= 2:
+                        method, est = _test(metric, c, t, spec.alpha, cuped, seed)
+                        rows.append((metric, "segment", variant, method, est, f"{segment}={level}"))
+    p = np.array([float(r[4].p_value) for r in rows])
+    p = np.where(np.isnan(p), 1.0, p)
+    main = np.array([r[1] != "segment" for r in rows])
+    p_holm, p_bh = np.ones_like(p), np.ones_like(p)
+    p_holm[main], p_bh[main] = holm(p[main]), benjamini_hochberg(p[main])
+    guard = np.array([r[1] == "guardrail" for r in rows])
+    seg = ~main
+    p_decision = p.copy()
+    adjust = holm if spec.correction == "holm" else benjamini_hochberg
+    if guard.any():
+        p_decision[guard] = adjust(p[guard])
+    if seg.any():
+        p_decision[seg] = benjamini_hochberg(p[seg])
+    sequential: list[SequentialPath] = []
+    if spec.sequential != "none":
+        for variant in treatments:
+            path = _sequential(design, clean, units, variant)
+            sequential.append(path)
+            i = next(k for k, r in enumerate(rows) if r[1] == "primary" and r[2] == variant)
+            p_decision[i] = float(path.p_value[-1])
+    results = tuple(
+        MetricResult(m, role, v, method, est, float(ph), float(pb), float(pd), segment)
+        for (m, role, v, method, est, segment), ph, pb, pd in zip(rows, p_holm, p_bh, p_decision, strict=True)
+    )
+    decisions: dict[str, Decision] = {}
+    reasons: dict[str, str] = {}
+    for variant in treatments:
+        primary = next(r for r in results if r.role == "primary" and r.variant == variant)
+        harmed = [
+            r.metric.name
+            for r in results
+            if r.role == "guardrail" and r.variant == variant and r.outcome == "loss"
+        ]
+        if srm.mismatch:
+            decisions[variant] = "inconclusive"
+            reasons[variant] = (
+                "sample ratio mismatch: the pre-registered rule is not applied to a broken split"
+            )
+            continue
+        decisions[variant] = spec.decision.decide(primary.outcome, bool(harmed))
+        reasons[variant] = (
+            f"primary '{primary.metric.name}': {primary.outcome} (p = {primary.p_decision:.3g}); guardrails "
+            + (f"harmed: {', '.join(harmed)}" if harmed else "not harmed")
+        )
+    return Analysis(
+        design=design,
+        quality=quality,
+        units=counts,
+        srm=srm,
+        results=results,
+        sequential=tuple(sequential),
+        decisions=decisions,
+        reasons=reasons,
+    )

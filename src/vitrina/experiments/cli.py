@@ -1,0 +1,87 @@
+"""``vitrina ab``: design an experiment before it starts, analyse it against that design afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vitrina.errors import VitrinaError
+from vitrina.experiments.analysis import analyze
+from vitrina.experiments.design import DesignSpec, load_design, plan, plot_power_curve
+from vitrina.experiments.metrics import MetricSpec
+from vitrina.experiments.report import write_report
+from vitrina.experiments.schema import read_events, read_table
+
+app = typer.Typer(help="A/B experiments: pre-registered design, sample size and duration, analysis report.")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command("template")
+def template(
+    out: Annotated[Path, typer.Argument(help="Where to write the design spec JSON template.")],
+) -> None:
+    """Write a design spec template to fill in (hypothesis, metrics, MDE, decision rule)."""
+    spec = DesignSpec(
+        name="my_experiment",
+        hypothesis="The new ranker increases clicks per user without hurting purchases.",
+        primary=MetricSpec(name="clicks_per_user", kind="mean", event="click"),
+        guardrails=(MetricSpec(name="purchase_rate", kind="proportion", event="purchase"),),
+        mde=0.02,
+    )
+    out.write_text(spec.model_dump_json(indent=2))
+    typer.echo(f"wrote {out}; edit it, then run `vitrina ab design {out} --history LOG`")
+
+
+@app.command("design")
+def design(
+    spec_path: Annotated[Path, typer.Argument(help="Design spec JSON (see `vitrina ab template`).")],
+    history: Annotated[
+        Path, typer.Option(help="Historical event log (.parquet/.jsonl) from before the test.")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to save the frozen design JSON.")] = Path("design.json"),
+    plot: Annotated[Path | None, typer.Option(help="Power-curve PNG path.")] = None,
+) -> None:
+    """Size the experiment from history (MDE <-> units <-> whole weeks) and freeze the design."""
+    try:
+        spec = DesignSpec.model_validate_json(spec_path.read_text())
+        result = plan(spec, read_table(history))
+    except (VitrinaError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    result.save(out)
+    if plot is not None:
+        plot_power_curve(result, plot)
+    typer.echo(result.message)
+    typer.echo(f"design saved to {out}")
+    if not result.feasible:
+        raise typer.Exit(code=1)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    design_path: Annotated[Path, typer.Argument(help="Design JSON saved by `vitrina ab design`.")],
+    events: Annotated[Path, typer.Option(help="Experiment event log (.parquet/.jsonl).")],
+    out: Annotated[Path, typer.Option(help="Report directory (report.md + PNGs).")] = Path("ab_report"),
+    pre: Annotated[Path | None, typer.Option(help="Pre-period log for CUPED.")] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Refuse logs with content problems instead of reporting.")
+    ] = False,
+) -> None:
+    """Analyse a log against its design: SRM, effects, corrections, sequential looks, decision."""
+    try:
+        design_obj = load_design(design_path)
+        log = read_events(events)
+        pre_log = read_table(pre) if pre is not None else None
+        result = analyze(log, design_obj, pre_events=pre_log, on_bad="raise" if strict else "report")
+    except (VitrinaError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    path = write_report(result, out)
+    typer.echo(result.srm.verdict)
+    typer.echo(json.dumps(result.decisions))
+    typer.echo(f"report: {path}")

@@ -1,0 +1,405 @@
+"""Pre-registered experiment design: hypothesis, metrics, decision rule, and MDE <-> sample size <-> duration.
+
+A :class:`DesignSpec` is what the experimenter writes before the test; :func:`plan` adds what historical
+logs say (per-unit variance, baseline, growth of distinct users over days fitted as a power law
+``users(d) = a * d**b``, CUPED correlation) and the resulting duration in whole weeks. The
+:class:`Design` is frozen and saved as JSON next to the results; the analysis reads it back.
+
+Sample size for a difference of means with arms sharing ``w_c`` and ``w_t`` of ``N`` units::
+
+    N = (z_{1-alpha/2} + z_{power})^2 * sigma^2 * (1/w_c + 1/w_t) / mde^2
+
+with sigma^2 the per-unit variance (p(1-p) for proportions, the delta-method linearised variance
+``(var_x - 2 R cov_xy + R^2 var_y) / mean_y^2`` for ratios), times ``1 - rho^2`` with CUPED.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import stats as sps
+
+from vitrina.errors import ConfigError, DataValidationError
+from vitrina.experiments.metrics import DEN, NUM, MetricSpec, per_unit
+from vitrina.experiments.schema import EVENT, TIMESTAMP, UNIT_ID, VALUE
+
+__all__ = [
+    "DESIGN_SCHEMA_VERSION",
+    "Decision",
+    "DecisionRule",
+    "Design",
+    "DesignSpec",
+    "HistoryEstimate",
+    "NonUserUnitWarning",
+    "WeekPlan",
+    "achievable_mde",
+    "load_design",
+    "plan",
+    "plot_power_curve",
+    "power_at",
+    "required_units",
+]
+
+DESIGN_SCHEMA_VERSION = 1
+Decision = Literal["ship", "dont_ship", "inconclusive"]
+_DAY = 86_400.0
+
+
+class NonUserUnitWarning(UserWarning):
+    """The unit of randomisation is not the user: one user can see both arms."""
+
+
+class DecisionRule(BaseModel):
+    """Decision for each outcome of the primary metric and the guardrails, fixed before the test.
+
+    ``win``/``loss``: primary significantly better/worse; ``flat``: not significant. ``harm``: at least
+    one guardrail significantly worse (after the multiple-testing correction); ``ok``: none.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    win_ok: Decision = "ship"
+    win_harm: Decision = "dont_ship"
+    flat_ok: Decision = "inconclusive"
+    flat_harm: Decision = "dont_ship"
+    loss: Decision = "dont_ship"
+
+    def decide(self, primary: Literal["win", "flat", "loss"], guardrail_harm: bool) -> Decision:
+        """The pre-registered decision for an outcome."""
+        if primary == "loss":
+            return self.loss
+        return getattr(self, f"{primary}_{'harm' if guardrail_harm else 'ok'}")
+
+
+class DesignSpec(BaseModel):
+    """What the experimenter fixes before the test starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    hypothesis: str = Field(min_length=1)
+    primary: MetricSpec
+    guardrails: tuple[MetricSpec, ...] = ()
+    segments: tuple[str, ...] = ()
+    unit: str = "user"
+    allow_non_user_unit: bool = False
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    power: float = Field(default=0.8, gt=0.5, lt=1.0)
+    variants: dict[str, float] = Field(default_factory=lambda: {"control": 0.5, "treatment": 0.5})
+    control: str = "control"
+    traffic: float = Field(default=1.0, gt=0.0, le=1.0)
+    mde: float = Field(gt=0.0)
+    mde_relative: bool = True
+    cuped: bool = False
+    pre_weeks: int = Field(default=2, ge=1)
+    max_weeks: int = Field(default=8, ge=1)
+    sequential: Literal["none", "msprt", "max_z"] = "none"
+    correction: Literal["holm", "bh"] = "holm"
+    decision: DecisionRule = DecisionRule()
+
+    @model_validator(mode="after")
+    def _check(self) -> DesignSpec:
+        if self.control not in self.variants or len(self.variants) < 2:
+            raise ValueError(
+                f"variants {list(self.variants)} must include control {self.control!r} and a treatment"
+            )
+        if abs(sum(self.variants.values()) - 1.0) > 1e-6 or min(self.variants.values()) <= 0:
+            raise ValueError(f"variant shares must be positive and sum to 1, got {self.variants}")
+        if self.primary.kind == "quantile":
+            raise ValueError(
+                "the primary metric cannot be a quantile (no closed-form power); use mean/proportion/ratio"
+            )
+        names = [self.primary.name, *(g.name for g in self.guardrails)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric names must be unique, got {names}")
+        if self.unit != "user" and not self.allow_non_user_unit:
+            raise ValueError(
+                f"unit={self.unit!r}: randomising by anything but the user puts one user in both arms and "
+                "breaks independence; set allow_non_user_unit=true only if you know why"
+            )
+        return self
+
+
+class WeekPlan(BaseModel):
+    """Sample size and sensitivity if the test runs ``weeks`` whole weeks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weeks: int
+    units: float
+    baseline: float
+    sd: float
+    required_units: float
+    mde_absolute: float
+    achievable_mde: float
+    power: float
+    extrapolated: bool
+
+
+class HistoryEstimate(BaseModel):
+    """What the historical log says: user growth fit, CUPED correlation and per-week statistics."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    history_days: int
+    users_a: float
+    users_b: float
+    rho: float | None
+
+
+class Design(BaseModel):
+    """A frozen, saved design: the spec plus the plan computed from history."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = DESIGN_SCHEMA_VERSION
+    created_at: float
+    spec: DesignSpec
+    history: HistoryEstimate
+    weeks: tuple[WeekPlan, ...]
+    duration_weeks: int | None
+    feasible: bool
+    message: str
+
+    def save(self, path: str | Path) -> None:
+        """Write the design as JSON."""
+        Path(path).write_text(self.model_dump_json(indent=2))
+
+    def planned_users(self, days: np.ndarray) -> np.ndarray:
+        """Expected cumulative distinct users in the experiment after ``days`` days."""
+        return (
+            self.spec.traffic
+            * self.history.users_a
+            * np.asarray(days, dtype=np.float64) ** self.history.users_b
+        )
+
+    @property
+    def mde_absolute(self) -> float:
+        """Absolute MDE at the planned duration (or at ``max_weeks`` if infeasible)."""
+        return self.weeks[(self.duration_weeks or len(self.weeks)) - 1].mde_absolute
+
+
+def load_design(path: str | Path) -> Design:
+    """Read a design saved by :meth:`Design.save`, checking its schema version."""
+    try:
+        design = Design.model_validate_json(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read design {path}: {exc}; create one with `vitrina ab design`") from exc
+    if design.schema_version != DESIGN_SCHEMA_VERSION:
+        raise ConfigError(
+            f"design {path} has schema_version {design.schema_version}, expected {DESIGN_SCHEMA_VERSION}"
+        )
+    return design
+
+
+def _z(alpha: float, power: float) -> float:
+    return float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
+
+
+def _share_factor(variants: dict[str, float], control: str) -> float:
+    """1/w_c + 1/w_t for the smallest treatment arm (the least powered comparison)."""
+    return 1 / variants[control] + 1 / min(v for k, v in variants.items() if k != control)
+
+
+def required_units(mde: float, sd: float, alpha: float, power: float, share_factor: float = 4.0) -> float:
+    """Total units (all arms) to detect an absolute ``mde`` with per-unit standard deviation ``sd``.
+
+    ``share_factor`` is ``1/w_c + 1/w_t`` (4 for 50/50).
+
+    >>> round(required_units(0.1, 1.0, 0.05, 0.8))
+    3140
+    """
+    return _z(alpha, power) ** 2 * sd * sd * share_factor / (mde * mde)
+
+
+def achievable_mde(units: float, sd: float, alpha: float, power: float, share_factor: float = 4.0) -> float:
+    """Smallest absolute effect detectable with ``units`` in total (inverse of :func:`required_units`)."""
+    return _z(alpha, power) * sd * math.sqrt(share_factor / units)
+
+
+def power_at(effect: float, units: float, sd: float, alpha: float, share_factor: float = 4.0) -> float:
+    """Two-sided power of the z-test for an absolute ``effect`` with ``units`` in total."""
+    se = sd * math.sqrt(share_factor / units)
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    return float(sps.norm.cdf(effect / se - z) + sps.norm.cdf(-effect / se - z))
+
+
+def _unit_stats(values: pl.DataFrame, metric: MetricSpec) -> tuple[float, float, np.ndarray]:
+    """Baseline, per-unit sd (linearised for ratios) and the per-unit linearised values."""
+    num = values[NUM].to_numpy()
+    if metric.kind == "ratio":
+        den = values[DEN].to_numpy()
+        if den.mean() <= 0:
+            raise DataValidationError(
+                f"metric '{metric.name}': denominator event '{metric.denominator_event}' "
+                "never occurs in the history log"
+            )
+        ratio = num.mean() / den.mean()
+        lin = (num - ratio * den) / den.mean()
+        return float(ratio), float(lin.std(ddof=1)), lin
+    return float(num.mean()), float(num.std(ddof=1)), num
+
+
+def _fit_users(history: pl.DataFrame, start: float) -> tuple[float, float, int]:
+    """Power-law fit of cumulative distinct users by day since ``start``: users(d) = a * d**b."""
+    first_day = (
+        history.group_by(UNIT_ID)
+        .agg(((pl.col(TIMESTAMP).min() - start) // _DAY).cast(pl.Int64).alias("day"))
+        .group_by("day")
+        .len()
+        .sort("day")
+    )
+    days = np.arange(1, int(first_day["day"].max()) + 2)
+    new = np.zeros(days.size)
+    new[first_day["day"].to_numpy()] = first_day["len"].to_numpy()
+    cumulative = np.cumsum(new)
+    b, log_a = np.polyfit(np.log(days), np.log(cumulative), 1)
+    return float(np.exp(log_a)), float(b), int(days.size)
+
+
+def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
+    """Estimate variance, baseline and user growth from ``history`` and size the test in whole weeks.
+
+    ``history`` is an event log (``unit_id``, ``timestamp``, ``event``, ``value``; experiment columns are
+    not needed) from before the test. With ``spec.cuped`` its first ``pre_weeks`` weeks are the
+    pre-period for the covariate and the windows start after them.
+    """
+    if spec.unit != "user":
+        warnings.warn(
+            f"design '{spec.name}' randomises by {spec.unit!r}, not by user: one user can be in both arms "
+            "and unit-level tests then understate the variance; prefer unit='user'",
+            NonUserUnitWarning,
+            stacklevel=2,
+        )
+    missing = [c for c in (UNIT_ID, TIMESTAMP, EVENT, VALUE) if c not in history.columns]
+    if missing:
+        raise DataValidationError(f"history log: missing column(s) {missing}; found {history.columns}")
+    if history.height == 0:
+        raise DataValidationError("history log is empty; pass events from before the test")
+    t0 = float(history[TIMESTAMP].min())
+    total_days = int((float(history[TIMESTAMP].max()) - t0) // _DAY) + 1
+    pre_days = 7 * spec.pre_weeks if spec.cuped else 0
+    if total_days - pre_days < 7:
+        raise DataValidationError(
+            f"history covers {total_days} days; need at least {pre_days + 7} "
+            f"(pre-period {pre_days} days + 1 week)"
+        )
+    start = t0 + pre_days * _DAY
+    window_log = history.filter(pl.col(TIMESTAMP) >= start)
+    users_a, users_b, _ = _fit_users(window_log, start)
+    history_weeks = (total_days - pre_days) // 7
+    pre_log = history.filter(pl.col(TIMESTAMP) < start)
+    factor = _share_factor(spec.variants, spec.control)
+    rhos: list[float] = []
+    measured: list[tuple[float, float]] = []
+    for weeks in range(1, min(history_weeks, spec.max_weeks) + 1):
+        window = window_log.filter(pl.col(TIMESTAMP) < start + 7 * weeks * _DAY)
+        units = window.select(UNIT_ID).unique(maintain_order=True)
+        baseline, sd, lin = _unit_stats(per_unit(window, spec.primary, units), spec.primary)
+        if spec.primary.kind == "proportion":
+            sd = math.sqrt(baseline * (1 - baseline))
+        if spec.cuped:
+            _, _, pre = _unit_stats(per_unit(pre_log, spec.primary, units), spec.primary)
+            rho = float(np.corrcoef(lin, pre)[0, 1]) if pre.std() > 0 else 0.0
+            rhos.append(rho)
+            sd *= math.sqrt(max(0.0, 1 - rho * rho))
+        if sd <= 0 or (spec.mde_relative and baseline == 0):
+            raise DataValidationError(
+                f"metric '{spec.primary.name}' has baseline {baseline} and per-unit sd {sd} in the first "
+                f"{weeks} week(s) of history; check the event name '{spec.primary.event}' or use an "
+                "absolute MDE"
+            )
+        measured.append((baseline, sd))
+    plans: list[WeekPlan] = []
+    for weeks in range(1, spec.max_weeks + 1):
+        baseline, sd = measured[min(weeks, len(measured)) - 1]
+        n_units = users_a * (7 * weeks) ** users_b * spec.traffic
+        mde_abs = spec.mde * abs(baseline) if spec.mde_relative else spec.mde
+        plans.append(
+            WeekPlan(
+                weeks=weeks,
+                units=n_units,
+                baseline=baseline,
+                sd=sd,
+                required_units=required_units(mde_abs, sd, spec.alpha, spec.power, factor),
+                mde_absolute=mde_abs,
+                achievable_mde=achievable_mde(n_units, sd, spec.alpha, spec.power, factor),
+                power=power_at(mde_abs, n_units, sd, spec.alpha, factor),
+                extrapolated=weeks > history_weeks,
+            )
+        )
+    ok = [p for p in plans if p.units >= p.required_units]
+    mde_text = f"{spec.mde:.3g}{' relative' if spec.mde_relative else ' absolute'}"
+    if ok:
+        weeks = ok[0].weeks
+        p = ok[0]
+        message = (
+            f"run {weeks} week(s): ~{p.units:,.0f} units expected, {p.required_units:,.0f} needed for MDE "
+            f"{mde_text} ({p.mde_absolute:.4g} absolute) at power {spec.power:.0%}, alpha {spec.alpha}"
+        )
+        if p.extrapolated:
+            message += "; per-unit variance extrapolated beyond the history window"
+    else:
+        worst = plans[-1]
+        message = (
+            f"INFEASIBLE: MDE {mde_text} cannot be reached within {spec.max_weeks} weeks: after "
+            f"{spec.max_weeks} weeks ~{worst.units:,.0f} units are expected but {worst.required_units:,.0f} "
+            f"are needed; the smallest detectable effect is {worst.achievable_mde:.4g} absolute. Raise "
+            "traffic, the MDE or the variance reduction (cuped), or pick a more sensitive metric"
+        )
+    return Design(
+        created_at=time.time(),
+        spec=spec,
+        history=HistoryEstimate(
+            history_days=total_days,
+            users_a=users_a,
+            users_b=users_b,
+            rho=float(np.mean(rhos)) if rhos else None,
+        ),
+        weeks=tuple(plans),
+        duration_weeks=ok[0].weeks if ok else None,
+        feasible=bool(ok),
+        message=message,
+    )
+
+
+def plot_power_curve(design: Design, path: str | Path) -> Path:
+    """PNG with power vs duration for the target MDE, and power vs effect at the planned duration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = design.spec
+    factor = _share_factor(spec.variants, spec.control)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    weeks = [p.weeks for p in design.weeks]
+    left.plot(weeks, [p.power for p in design.weeks], marker="o")
+    left.axhline(spec.power, color="grey", linestyle="--", label=f"target power {spec.power:.0%}")
+    left.set(xlabel="duration (weeks)", ylabel="power at the MDE", ylim=(0, 1.02), title="Power vs duration")
+    left.legend()
+    chosen = design.weeks[(design.duration_weeks or len(design.weeks)) - 1]
+    effects = np.linspace(0, 2.5 * chosen.mde_absolute, 100)
+    right.plot(effects, [power_at(e, chosen.units, chosen.sd, spec.alpha, factor) for e in effects])
+    right.axvline(chosen.mde_absolute, color="grey", linestyle="--", label="MDE")
+    right.axhline(spec.power, color="grey", linestyle=":")
+    right.set(
+        xlabel="absolute effect",
+        ylabel="power",
+        ylim=(0, 1.02),
+        title=f"Power vs effect at {chosen.weeks} week(s)",
+    )
+    right.legend()
+    fig.suptitle(f"{spec.name}: {design.message[:90]}", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
