@@ -24,7 +24,7 @@ from vitrina import __version__
 from vitrina.data.columns import ITEM, USER
 from vitrina.data.dataset import Dataset
 from vitrina.data.idmap import IdMap
-from vitrina.errors import ConfigError, ModelLoadError, NotFittedError
+from vitrina.errors import ConfigError, DataValidationError, ModelLoadError, NotFittedError
 from vitrina.models._topk import mask_rows, topk
 
 SCHEMA_VERSION = 1
@@ -179,8 +179,15 @@ class Recommender(ABC):
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         users = pl.Series(USER, list(users), dtype=self.users_.dtype, strict=False)
+        internal = self.users_.to_internal(users, strict=False)
+        if (internal < 0).any():
+            unknown = users.filter(pl.Series(internal < 0)).head(5).to_list()
+            raise DataValidationError(
+                f"unknown user(s) {unknown} ({int((internal < 0).sum())} in all): not in the training data; "
+                "use recommend_for_history(items) for users the model has not seen"
+            )
         idx, val = self.recommend_indices(
-            self.users_.to_internal(users),
+            internal,
             k,
             exclude_seen=exclude_seen,
             allowed=self.item_mask(allow_items, deny_items),
