@@ -166,14 +166,33 @@ def test_analysis_srm_overrides_decision() -> None:
 def test_sequential_design_analysis() -> None:
     spec = DesignSpec.model_validate(SPEC.model_dump() | {"sequential": "max_z"})
     design = plan(spec, _log(3000, 28, 0.0, 8).drop("experiment", "variant"))
-    result = analyze(_log(3000, 14, 0.5, 9), design)
+    log = _log(3000, 14, 0.5, 9)
+    result = analyze(log, design)
     (path,) = result.sequential
     assert path.days.size == 14 and path.p_value[-1] < 0.05
+    assert path.method.startswith("re-randomised")
+    primary = next(r for r in result.results if r.role == "primary")
+    assert primary.p_decision == path.p_value[-1] and primary.outcome == "win"
+    # an interim analysis after 7 days reproduces the first 7 daily p-values of the full one
+    interim = analyze(log.filter(pl.col("timestamp") < 7 * DAY), design).sequential[0]
+    np.testing.assert_array_equal(interim.p_value, path.p_value[:7])
+    crossed = path.p_value < 0.05
+    assert np.all(crossed[crossed.argmax() :])  # once the boundary is crossed the decision stands
     msprt_design = plan(
         DesignSpec.model_validate(SPEC.model_dump() | {"sequential": "msprt"}),
         _log(3000, 28, 0.0, 8).drop("experiment", "variant"),
     )
-    assert analyze(_log(3000, 14, 0.5, 9), msprt_design).sequential[0].ci_low is not None
+    assert analyze(log, msprt_design).sequential[0].ci_low is not None
+
+
+def test_sequential_ratio_primary_and_planned_window() -> None:
+    ctr = MetricSpec(name="ctr", kind="ratio", event="click", denominator_event="impression")
+    spec = SPEC.model_copy(update={"primary": ctr, "guardrails": (), "sequential": "max_z", "max_weeks": 1})
+    design = plan(spec, _log(3000, 28, 0.0, 13).drop("experiment", "variant"))
+    (path,) = analyze(_log(3000, 7, 0.5, 14), design).sequential
+    assert path.days.size == 7 and path.p_value[-1] < 0.05
+    with pytest.raises(DataValidationError, match="planned"):
+        analyze(_log(3000, 10, 0.0, 15), design.model_copy(update={"duration_weeks": 1}))
 
 
 def test_cli_design_and_analyze(tmp_path: Path) -> None:

@@ -11,7 +11,13 @@ from statsmodels.stats.proportion import proportions_ztest
 from vitrina.experiments.bootstrap import bootstrap_quantile_test
 from vitrina.experiments.design import achievable_mde, power_at, required_units
 from vitrina.experiments.multiple import benjamini_hochberg, holm
-from vitrina.experiments.sequential import max_z_boundary, max_z_test, msprt
+from vitrina.experiments.sequential import (
+    look_estimates,
+    msprt,
+    pocock_spending,
+    rerandomised_z,
+    spending_test,
+)
 from vitrina.experiments.srm import srm_test
 from vitrina.experiments.stats import (
     MeanStats,
@@ -110,18 +116,72 @@ def test_sample_size_inverts_mde_and_gives_power() -> None:
     assert power_at(0.05, n, 1.3, 0.05, 1 / 0.7 + 1 / 0.3) == pytest.approx(0.8, abs=1e-3)
 
 
-def test_sequential_tests_control_error_under_daily_peeking() -> None:
+def _trajectories(rng: np.random.Generator, n: int, looks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Heavy-tailed cumulative per-unit counts; units enter on a random look."""
+    present = (np.arange(looks) >= rng.integers(0, looks, n)[:, None]).astype(float)
+    return np.cumsum(rng.pareto(1.5, (n, looks)) * present, axis=1), present
+
+
+def test_rerandomised_spending_test_is_exact_under_daily_peeking() -> None:
+    rng = np.random.default_rng(3)
+    p, naive, p_lift = [], [], []
+    for _ in range(400):
+        x, present = _trajectories(rng, 120, 7)
+        treated = rng.random(120) < 0.5
+        z = rerandomised_z(treated, x, present, 0.5, rng, n_draws=199)
+        p.append(spending_test(z, planned_looks=7).p_value[-1])
+        naive.append(bool((np.abs(z[0]) > 1.96).any()))
+        lifted = x + 3.0 * np.cumsum(present, axis=1) * treated[:, None]
+        p_lift.append(spending_test(rerandomised_z(treated, lifted, present, 0.5, rng, 199), 7).p_value[-1])
+    p_arr = np.array(p)
+    assert np.mean(naive) > 0.1  # peeking with a fixed-horizon test inflates errors
+    assert abs(np.mean(p_arr < 0.05) - 0.05) < 0.025
+    assert sps.kstest(p_arr, "uniform").pvalue > 0.05
+    assert np.mean(np.array(p_lift) < 0.05) > 0.8
+
+
+def test_rerandomised_p_value_matches_exact_enumeration() -> None:
+    rng = np.random.default_rng(5)
+    present = np.ones((10, 3))
+    treated = np.arange(10) % 2 == 0
+    x = np.cumsum(rng.pareto(1.5, (10, 3)), axis=1) + np.arange(1, 4) * treated[:, None]
+    labels = (np.arange(1024)[:, None] >> np.arange(10)) & 1  # every 50/50 Bernoulli assignment
+    labels = np.vstack([treated, labels[~(labels == treated).all(axis=1)]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exact_z = [np.asarray(e.effect) / e.se for e in (look_estimates(lab, x, present) for lab in labels)]
+    exact = spending_test(np.nan_to_num(np.array(exact_z)), planned_looks=3)
+    sampled = spending_test(rerandomised_z(treated, x, present, 0.5, rng, n_draws=20_000), planned_looks=3)
+    np.testing.assert_allclose(sampled.z, exact.z)
+    np.testing.assert_allclose(sampled.p_value, exact.p_value, atol=0.005)
+    assert exact.p_value[1] > 0.05 > exact.p_value[2]  # crosses the boundary at the last look
+
+
+def test_spending_test_interim_looks_and_boundary() -> None:
+    z = np.random.default_rng(9).standard_normal((30, 501, 10)).cumsum(axis=-1)
+    z /= np.sqrt(np.arange(1, 11))
+    z[:5, 0, 3:] += 3.5  # planted crossings from look 4 on
+    full = spending_test(z, planned_looks=14)
+    interim = spending_test(z[..., :6], planned_looks=14)
+    np.testing.assert_array_equal(interim.p_value, full.p_value[..., :6])
+    np.testing.assert_array_equal(interim.boundary, full.boundary[..., :6])
+    crossed = np.maximum.accumulate(np.abs(full.z) > full.boundary, axis=-1)
+    np.testing.assert_array_equal(crossed, full.p_value < 0.05)
+    assert full.rejected[:5].all()
+    assert np.all(full.p_value[~crossed] > 0.05)
+    assert float(pocock_spending(1.0)) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="planned looks"):
+        spending_test(z, planned_looks=5)
+    with pytest.raises(ValueError, match="cannot reach alpha"):
+        spending_test(z[:, :10], planned_looks=14)
+
+
+def test_msprt_controls_error_under_daily_peeking() -> None:
     rng = np.random.default_rng(3)
     daily = rng.standard_normal((3000, 28, 2, 50)).sum(-1)
     cum = np.cumsum(daily, axis=1)
     n = np.arange(1, 29) * 50
     effect, var = (cum[..., 1] - cum[..., 0]) / n, 2 / n
-    naive = (np.abs(effect / np.sqrt(var)) > 1.96).any(axis=1).mean()
-    assert naive > 0.15  # peeking with a fixed-horizon test inflates errors
-    fractions = np.arange(1, 29) / 28
-    assert abs(max_z_test(effect, var, fractions).rejected.mean() - 0.05) < 0.015
     assert msprt(effect, var, tau=0.1).rejected.mean() <= 0.05
-    assert 2.5 < max_z_boundary(fractions) < 3.0
 
 
 def test_msprt_confidence_sequence_shrinks_and_covers() -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from vitrina.errors import VitrinaError
 from vitrina.experiments.cli import app as ab_app
+from vitrina.serving.cli import serve
 
 app = typer.Typer(
     help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -21,6 +22,7 @@ app = typer.Typer(
 datasets_app = typer.Typer(help="List and download datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
+app.command("serve", help="Serve a saved model over HTTP: /recommend, /slate, /events, /metrics.")(serve)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 

@@ -32,7 +32,7 @@ from vitrina.experiments.schema import (
     mixed_units,
     validate_events,
 )
-from vitrina.experiments.sequential import max_z_test, msprt
+from vitrina.experiments.sequential import look_estimates, msprt, rerandomised_z, spending_test
 from vitrina.experiments.srm import SrmResult, srm_test
 from vitrina.experiments.stats import (
     EffectEstimate,
@@ -47,6 +47,7 @@ from vitrina.experiments.stats import (
 __all__ = ["Analysis", "MetricResult", "SequentialPath", "analyze"]
 
 _DAY = 86_400.0
+_DRAWS = 500  # re-randomisations of the daily-looks test; the level is then (ceil(alpha * 501) - 1) / 501
 PRE = "pre"
 
 
@@ -173,30 +174,41 @@ def _values(
     return values
 
 
-def _sequential(design: Design, events: pl.DataFrame, units: pl.DataFrame, treatment: str) -> SequentialPath:
+def _daily_values(
+    events: pl.DataFrame, metric: MetricSpec, units: pl.DataFrame, start: float, n_days: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Per-unit cumulative numerator (and denominator) at the end of each day, and who had entered."""
+    num = np.zeros((units.height, n_days))
+    den = np.zeros((units.height, n_days)) if metric.kind == "ratio" else None
+    for day in range(n_days):
+        values = per_unit(events.filter(pl.col(TIMESTAMP) < start + (day + 1) * _DAY), metric, units)
+        num[:, day] = values[NUM].to_numpy()
+        if den is not None:
+            den[:, day] = values[DEN].to_numpy()
+    entered = units[TIMESTAMP].to_numpy()[:, None] < start + np.arange(1, n_days + 1) * _DAY
+    return num, den, entered.astype(np.float64)
+
+
+def _sequential(
+    design: Design, events: pl.DataFrame, units: pl.DataFrame, treatment: str, seed: int
+) -> SequentialPath:
+    """Daily looks at the primary metric: mSPRT, or the re-randomisation spending test (``max_z``).
+
+    The pair's units are ordered by exposure time, so the re-drawn labels of the units seen by day k
+    and hence the p-values of days 1..k are the same at an interim analysis and at the end.
+    """
     spec = design.spec
     start = float(units[TIMESTAMP].min())
     n_days = int((float(events[TIMESTAMP].max()) - start) // _DAY) + 1
-    effects, variances = [], []
-    for day in range(1, n_days + 1):
-        cutoff = start + day * _DAY
-        day_units = units.filter(pl.col(TIMESTAMP) < cutoff)
-        values = per_unit(events.filter(pl.col(TIMESTAMP) < cutoff), spec.primary, day_units)
-        arms = [values.filter(pl.col(VARIANT) == v) for v in (spec.control, treatment)]
-        if min(a.height for a in arms) < 2:
-            effects.append(0.0)
-            variances.append(np.inf)
-            continue
-        _, est = _test(spec.primary, arms[0], arms[1], spec.alpha, cuped=False, seed=0)
-        effects.append(float(est.effect))
-        variances.append(float(est.se) ** 2)
-    eff, var = np.array(effects), np.array(variances)
-    var = np.where(np.isfinite(var) & (var > 0), var, np.inf)
+    pair = units.filter(pl.col(VARIANT).is_in([spec.control, treatment])).sort(TIMESTAMP, UNIT_ID)
+    num, den, entered = _daily_values(events, spec.primary, pair, start, n_days)
+    treated = (pair[VARIANT] == treatment).to_numpy()
     days = np.arange(1, n_days + 1)
     if spec.sequential == "msprt":
-        res = msprt(
-            np.where(np.isfinite(var), eff, 0.0), np.where(np.isfinite(var), var, 1e300), design.mde_absolute
-        )
+        est = look_estimates(treated, num, entered, den, spec.alpha)
+        eff, var = np.asarray(est.effect), np.asarray(est.se) ** 2
+        ok = np.isfinite(eff) & np.isfinite(var) & (var > 0)
+        res = msprt(np.where(ok, eff, 0.0), np.where(ok, var, 1e300), design.mde_absolute, spec.alpha)
         return SequentialPath(
             treatment, "mSPRT", days, eff, np.sqrt(var), res.p_value, res.ci_low, res.ci_high
         )
@@ -206,12 +218,19 @@ def _sequential(design: Design, events: pl.DataFrame, units: pl.DataFrame, treat
             f"the log covers {n_days} days but the design planned {planned_days} daily looks; analyse the "
             "planned window only (filter the log) or re-design"
         )
-    users = design.planned_users(np.arange(1, planned_days + 1))
-    res = max_z_test(
-        np.where(np.isfinite(var), eff, 0.0), np.where(np.isfinite(var), var, 1.0), users / users[-1]
-    )
+    share = spec.variants[treatment] / (spec.variants[treatment] + spec.variants[spec.control])
+    z = rerandomised_z(treated, num, entered, share, np.random.default_rng(seed), _DRAWS, den)
+    res = spending_test(z, planned_days, spec.alpha)
+    est = look_estimates(treated, num, entered, den, spec.alpha)
     return SequentialPath(
-        treatment, "max-|Z| planned daily looks", days, eff, np.sqrt(var), res.p_value, None, None
+        treatment,
+        f"re-randomised |Z| spending, {planned_days} planned daily looks",
+        days,
+        np.asarray(est.effect),
+        np.asarray(est.se),
+        res.p_value,
+        None,
+        None,
     )
 
 
@@ -225,7 +244,8 @@ def analyze(
     """Analyse ``events`` (schema of :mod:`vitrina.experiments.schema`) for ``design``.
 
     ``pre_events`` (same schema, experiment/variant not needed) from before the test enable CUPED when
-    the design asks for it. ``on_bad="raise"`` refuses logs with content problems.
+    the design asks for it. ``on_bad="raise"`` refuses logs with content problems. ``seed`` fixes the
+    bootstrap resamples and the re-randomisations of the daily-looks test.
     """
     spec = design.spec
     events = validate_events(events)
@@ -284,7 +304,7 @@ def analyze(
     sequential: list[SequentialPath] = []
     if spec.sequential != "none":
         for variant in treatments:
-            path = _sequential(design, clean, units, variant)
+            path = _sequential(design, clean, units, variant, seed)
             sequential.append(path)
             i = next(k for k, r in enumerate(rows) if r[1] == "primary" and r[2] == variant)
             p_decision[i] = float(path.p_value[-1])

@@ -1,28 +1,45 @@
 """Sequential tests for repeated looks at a running experiment (peeking without inflating errors).
 
-Two tests on the sequence of effect estimates ``effect_k`` with variances ``var_k`` at looks k = 1..K
-(last axis; leading axes are independent experiments):
+Two tests, on looks k = 1..K (last axis; leading axes are independent experiments):
 
 * :func:`msprt` — mixture SPRT with a normal mixing distribution N(0, tau^2) on the effect (Johari et
-  al. 2017, "Peeking at A/B tests"). Always valid: any number of looks at any times, stop whenever
-  the always-valid p-value drops below alpha. It is conservative for a finite number of looks.
-* :func:`max_z_test` — planned looks (e.g. every day of a 4-week test): reject at the first look where
-  ``|Z_k|`` passes a constant (Pocock-type) boundary chosen so that P(any crossing | H0) = alpha for
-  the planned information fractions. Its p-value ``P(max_j |Z_j| >= observed running max)`` is exactly
-  uniform under H0 at the final look, so the error rate is alpha, not less.
+  al. 2017, "Peeking at A/B tests"), from the effect estimates and their variances. Always valid: any
+  number of looks at unplanned times, stop whenever the p-value drops below alpha. The price is power:
+  with a few dozen planned looks its error rate is far below alpha.
+* :func:`spending_test` — planned looks (e.g. every day of a 4-week test): an alpha-spending |Z|
+  boundary (Pocock-type spending in calendar time, ``alpha * ln(1 + (e - 1) k / K)`` spent by look k)
+  calibrated by re-randomisation, see :func:`rerandomised_z`. The re-drawn arm labels keep each unit's
+  whole trajectory, so heavy tails, units arriving over time and growing cumulative metrics are all in
+  the null distribution; nothing about the look-to-look correlation is assumed or planned. The
+  boundary at look k only uses looks 1..k, so the test can stop at any planned look, and its
+  (stagewise) p-value at the last planned look is uniform under H0.
+
+Use :func:`spending_test` when the looks are fixed in advance (design ``sequential="max_z"``: daily
+looks over the planned weeks) and full alpha is wanted; use :func:`msprt` when looks are unplanned or
+the horizon is open.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["MaxZResult", "MsprtResult", "max_z_boundary", "max_z_test", "msprt"]
+from vitrina.experiments.stats import EffectEstimate, MeanStats, PairStats, ratio_test, welch_test
 
-_N_PATHS = 200_000
+__all__ = [
+    "MsprtResult",
+    "SpendingResult",
+    "look_estimates",
+    "msprt",
+    "pocock_spending",
+    "rerandomised_z",
+    "spending_test",
+]
+
+_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -59,76 +76,167 @@ def msprt(effect: ArrayLike, var: ArrayLike, tau: float, alpha: float = 0.05) ->
     return MsprtResult(p_value=p, ci_low=low, ci_high=high, alpha=alpha)
 
 
-@lru_cache(maxsize=32)
-def _null_max_abs_z(corr: tuple[tuple[float, ...], ...]) -> NDArray[np.float64]:
-    """Sorted simulated max_k |Z_k| under H0 for the correlation of the looks' z statistics (fixed seed)."""
-    chol = np.linalg.cholesky(np.asarray(corr) + 1e-12 * np.eye(len(corr)))
-    rng = np.random.default_rng(20240601)
-    z = rng.standard_normal((_N_PATHS, len(corr))) @ chol.T
-    return np.sort(np.abs(z).max(axis=1))
+def _unit_columns(
+    x: NDArray[np.float64], present: NDArray[np.float64], y: NDArray[np.float64] | None
+) -> NDArray[np.float64]:
+    """Per-unit columns whose sums over an arm are the sufficient statistics at every look."""
+    x = x * present
+    if y is None:
+        return np.concatenate([present, x, x * x], axis=1)
+    y = y * present
+    return np.concatenate([present, x, y, x * x, y * y, x * y], axis=1)
 
 
-def _look_corr(fractions: ArrayLike | None, corr: ArrayLike | None) -> tuple[tuple[float, ...], ...]:
-    """Correlation of the looks: given, or sqrt(t_j / t_k) for Brownian information fractions t."""
-    if corr is not None:
-        c = np.asarray(corr, dtype=np.float64)
-        if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.allclose(np.diag(c), 1.0):
-            raise ValueError(f"corr must be a square correlation matrix of the looks, got shape {c.shape}")
-    else:
-        t = np.asarray(fractions, dtype=np.float64)
-        if t.ndim != 1 or t.size == 0 or np.any(t <= 0) or np.any(np.diff(t) <= 0) or abs(t[-1] - 1.0) > 1e-9:
-            raise ValueError(
-                f"information fractions must increase strictly and end at 1, got {t.tolist()}; "
-                "e.g. planned units / per-unit variance at each look over the same at the end"
-            )
-        c = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
-    return tuple(tuple(r) for r in np.round(c, 6).tolist())
+def _estimates(
+    treated: NDArray[np.float64], total: NDArray[np.float64], ratio: bool, alpha: float
+) -> EffectEstimate:
+    """Effect estimates from the column sums of the treated arm and of both arms together."""
+    parts = np.split(treated, 6 if ratio else 3, axis=-1)
+    rest = np.split(total - treated, 6 if ratio else 3, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if ratio:
+            return ratio_test(PairStats(*rest), PairStats(*parts), alpha)
+        return welch_test(MeanStats(*rest), MeanStats(*parts), alpha)
 
 
-def max_z_boundary(
-    fractions: ArrayLike | None = None, alpha: float = 0.05, corr: ArrayLike | None = None
-) -> float:
-    """Constant |Z| boundary with P(max_k |Z_k| >= boundary | H0) = alpha for the planned looks."""
-    return float(np.quantile(_null_max_abs_z(_look_corr(fractions, corr)), 1 - alpha))
+def _checked(
+    treated: ArrayLike, x: ArrayLike, present: ArrayLike, y: ArrayLike | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.float64]]:
+    xa = np.asarray(x, dtype=np.float64)
+    pa = np.asarray(present, dtype=np.float64)
+    ya = None if y is None else np.asarray(y, dtype=np.float64)
+    ta = np.asarray(treated, dtype=np.float64)
+    if xa.ndim != 2 or pa.shape != xa.shape or (ya is not None and ya.shape != xa.shape):
+        raise ValueError(
+            f"x, present (and y) must be (units, looks) arrays of one shape, got x {xa.shape}, "
+            f"present {pa.shape}" + ("" if ya is None else f", y {ya.shape}")
+        )
+    if ta.shape != xa.shape[:1]:
+        raise ValueError(f"treated must have one 0/1 entry per unit ({xa.shape[0]}), got shape {ta.shape}")
+    return xa, pa, ya, ta
+
+
+def look_estimates(
+    treated: ArrayLike, x: ArrayLike, present: ArrayLike, y: ArrayLike | None = None, alpha: float = 0.05
+) -> EffectEstimate:
+    """Effect (treatment - control) at each look from per-unit values ``x`` of shape (units, looks).
+
+    ``present`` (same shape, 0/1) says whether a unit counts at a look (it has entered the test);
+    ``x`` is its cumulative metric up to the look. With ``y`` (denominators) the metric is the ratio
+    sum(x) / sum(y) (delta method), else the mean of ``x`` (Welch).
+    """
+    xa, pa, ya, ta = _checked(treated, x, present, y)
+    cols = _unit_columns(xa, pa, ya)
+    return _estimates(ta @ cols, cols.sum(axis=0), ya is not None, alpha)
+
+
+def rerandomised_z(
+    treated: ArrayLike,
+    x: ArrayLike,
+    present: ArrayLike,
+    share: float,
+    rng: np.random.Generator,
+    n_draws: int = 500,
+    y: ArrayLike | None = None,
+) -> NDArray[np.float64]:
+    """z statistics at each look for the observed labels (row 0) and ``n_draws`` re-drawn ones.
+
+    Each re-draw assigns every unit to treatment with probability ``share`` (the design's Bernoulli
+    assignment), so under the sharp null (no unit's trajectory depends on its arm) the observed row is
+    exchangeable with the others. Units must be in the order they entered (the draws for the first
+    units do not depend on later ones, so an interim look reproduces the same rows). Looks where an
+    arm has fewer than 2 units give z = 0. Returns shape (n_draws + 1, looks).
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share}; pass w_t / (w_c + w_t) of the design")
+    xa, pa, ya, ta = _checked(treated, x, present, y)
+    cols = _unit_columns(xa, pa, ya)
+    sums = np.zeros((n_draws + 1, cols.shape[1]))
+    for lo in range(0, cols.shape[0], _CHUNK):
+        block = cols[lo : lo + _CHUNK]
+        labels = np.empty((block.shape[0], n_draws + 1))
+        labels[:, 0] = ta[lo : lo + _CHUNK]
+        labels[:, 1:] = rng.random((block.shape[0], n_draws)) < share
+        sums += labels.T @ block
+    rest = cols.sum(axis=0) - sums
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if ya is not None:
+            est = ratio_test(PairStats(*np.split(rest, 6, axis=-1)), PairStats(*np.split(sums, 6, axis=-1)))
+            z = np.asarray(est.effect) / np.asarray(est.se)
+        else:  # Welch's z without the t quantiles that welch_test also computes
+            c, t = MeanStats(*np.split(rest, 3, axis=-1)), MeanStats(*np.split(sums, 3, axis=-1))
+            z = (t.mean - c.mean) / np.sqrt(c.var / c.n + t.var / t.n)
+    return np.nan_to_num(z, nan=0.0, posinf=np.inf, neginf=-np.inf)
+
+
+def pocock_spending(fraction: ArrayLike, alpha: float = 0.05) -> NDArray[np.float64]:
+    """Lan-DeMets Pocock-type alpha spent by time ``fraction`` in (0, 1]: alpha * ln(1 + (e - 1) t).
+
+    >>> round(float(pocock_spending(1.0)), 6)
+    0.05
+    """
+    return alpha * np.log1p((math.e - 1) * np.asarray(fraction, dtype=np.float64))
 
 
 @dataclass(frozen=True)
-class MaxZResult:
-    """Per look: z statistic and p-value of the running max |Z|; the boundary; crossing flag."""
+class SpendingResult:
+    """Per look: the |Z| boundary, the observed z and p-value; ``rejected`` at any look so far.
+
+    ``p_value`` is below ``alpha`` exactly from the look where |z| exceeded the boundary on, and then
+    stays at its stagewise value. Before a crossing it is above ``alpha`` and, at the last planned
+    look, it is the stagewise p-value (uniform under H0).
+    """
 
     z: NDArray[np.float64]
+    boundary: NDArray[np.float64]
     p_value: NDArray[np.float64]
-    boundary: float
     alpha: float
 
     @property
     def rejected(self) -> NDArray[np.bool_]:
-        """Whether |Z| crossed the boundary at some look so far, per experiment."""
+        """Whether |z| crossed the boundary at some look so far, per experiment."""
         return self.p_value[..., -1] < self.alpha
 
 
-def max_z_test(
-    effect: ArrayLike,
-    var: ArrayLike,
-    fractions: ArrayLike | None = None,
-    alpha: float = 0.05,
-    corr: ArrayLike | None = None,
-) -> MaxZResult:
-    """Planned-looks test: looks observed so far (last axis) against all planned looks.
+def spending_test(z: ArrayLike, planned_looks: int, alpha: float = 0.05) -> SpendingResult:
+    """Planned-looks test from observed and re-randomised z paths, shape (..., 1 + draws, looks).
 
-    The looks are described by Brownian information ``fractions`` (independent increments, e.g. a
-    mean over arriving units) or, for metrics whose per-unit values grow over time (cumulative sums),
-    by the planned correlation matrix ``corr`` of the looks' z statistics. Fewer looks than planned is
-    an interim analysis; the p-value is then still valid.
+    Row 0 of axis -2 is the observed path, the others are exchangeable with it under H0 (see
+    :func:`rerandomised_z`). By look k the boundaries let at most ``ceil(s_k * P) - 1`` of the P paths
+    cross, with ``s_k`` the Pocock-type spending at k / ``planned_looks``; ties never cross. The p-value
+    orders paths by crossing look, then |z| there (stagewise ordering); paths that have not crossed by
+    look k are ordered by |z_k| and get p-values in (alpha, 1]. Ties count against the observed path.
     """
-    planned = _look_corr(fractions, corr)
-    null = _null_max_abs_z(planned)
-    e = np.asarray(effect, dtype=np.float64)
-    v = np.asarray(var, dtype=np.float64)
-    if e.shape[-1] > len(planned):
-        raise ValueError(f"got {e.shape[-1]} looks but only {len(planned)} planned looks; plan more looks")
-    z = e / np.sqrt(v)
-    running = np.maximum.accumulate(np.abs(z), axis=-1)
-    p = 1.0 - np.searchsorted(null, running, side="left") / null.size
-    boundary = float(np.quantile(null, 1 - alpha))
-    return MaxZResult(z=z, p_value=np.maximum(p, 1.0 / null.size), boundary=boundary, alpha=alpha)
+    a = np.abs(np.asarray(z, dtype=np.float64))
+    if a.ndim < 2:
+        raise ValueError(f"z must have shape (..., paths, looks), got {a.shape}")
+    n_paths, looks = a.shape[-2:]
+    if looks > planned_looks:
+        raise ValueError(f"got {looks} looks but only {planned_looks} planned looks; plan more looks")
+    quota = np.ceil(pocock_spending(np.arange(1, looks + 1) / planned_looks, alpha) * n_paths - 1e-9) - 1
+    if pocock_spending(1.0, alpha) * n_paths <= 1:
+        raise ValueError(f"{n_paths - 1} re-randomised paths cannot reach alpha = {alpha}; use >= 500")
+    lead = a.shape[:-2]
+    alive = np.ones((*lead, n_paths), dtype=bool)
+    crossed = np.zeros(lead, dtype=np.int64)
+    obs_done = np.zeros(lead, dtype=bool)
+    p = np.empty((*lead, looks))
+    boundary = np.empty((*lead, looks))
+    for k in range(looks):
+        col = a[..., k]
+        live = np.where(alive, col, -np.inf)
+        need = (quota[k] - crossed).astype(np.int64)
+        threshold = np.take_along_axis(-np.sort(-live, axis=-1), need[..., None], axis=-1)[..., 0]
+        new = alive & (live > threshold[..., None])
+        boundary[..., k] = np.where(need > 0, threshold, np.inf)
+        at_least = col >= col[..., :1]
+        p_cross = (crossed + (new & at_least).sum(axis=-1)) / n_paths
+        crossed = crossed + new.sum(axis=-1)
+        alive &= ~new
+        p_alive = alpha + (1 - alpha) * (alive & at_least).sum(axis=-1) / alive.sum(axis=-1)
+        now = np.where(new[..., 0], p_cross, p_alive)
+        p[..., k] = np.where(obs_done, p[..., k - 1] if k else 0.0, now)
+        obs_done |= new[..., 0]
+    return SpendingResult(
+        z=np.asarray(z, dtype=np.float64)[..., 0, :], boundary=boundary, p_value=p, alpha=alpha
+    )

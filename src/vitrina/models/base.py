@@ -25,6 +25,7 @@ from vitrina.data.columns import ITEM, USER
 from vitrina.data.dataset import Dataset
 from vitrina.data.idmap import IdMap
 from vitrina.errors import ConfigError, DataValidationError, ModelLoadError, NotFittedError
+from vitrina.models._common import history_matrix
 from vitrina.models._topk import mask_rows, topk
 
 SCHEMA_VERSION = 1
@@ -43,6 +44,8 @@ class Recommender(ABC):
     users_: IdMap
     items_: IdMap
     seen_: sp.csr_matrix
+    history_indptr_: np.ndarray  # user u's chronological items: history_items_[indptr[u]:indptr[u + 1]]
+    history_items_: np.ndarray
 
     # ----------------------------------------------------------------- learning
     def fit(self, data: Dataset | pl.DataFrame, *, validation: pl.DataFrame | None = None) -> Self:
@@ -57,6 +60,7 @@ class Recommender(ABC):
             val = dataset.subset(validation)
         self._fit(dataset, val)
         self.users_, self.items_, self.seen_ = dataset.users, dataset.items, dataset.seen
+        self.history_indptr_, self.history_items_ = dataset.sequence_indptr, dataset.item_idx.astype(np.int64)
         return self
 
     @abstractmethod
@@ -69,6 +73,24 @@ class Recommender(ABC):
     def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Scores (len(histories) x n_items) for chronological item-index histories."""
         raise ConfigError(f"{type(self).__name__} cannot score ad-hoc histories (supports_history=False)")
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Raw scores (len(user_idx) x n_items, float32, no filters) for internal user indices;
+        for re-ranking that needs the whole row, e.g. expected value in serving."""
+        self._check_fitted()
+        return np.array(self._score_users(np.asarray(user_idx, dtype=np.int64)), dtype=np.float32, copy=True)
+
+    def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw scores (len(histories) x n_items, float32, no filters) for item-index histories."""
+        self._check_fitted()
+        if not self.supports_history:
+            raise ConfigError(f"{type(self).__name__} cannot score ad-hoc histories (supports_history=False)")
+        return np.array(self._score_histories(histories), dtype=np.float32, copy=True)
+
+    def user_history(self, user: int) -> np.ndarray:
+        """Internal item indices of a known user's training events, oldest first (repeats kept)."""
+        self._check_fitted()
+        return self.history_items_[self.history_indptr_[user] : self.history_indptr_[user + 1]]
 
     @property
     def is_fitted(self) -> bool:
@@ -132,14 +154,7 @@ class Recommender(ABC):
         for start in range(0, len(histories), step):
             batch = list(histories[start : start + step])
             scores = np.array(self._score_histories(batch), dtype=np.float32, copy=True)
-            seen = None
-            if exclude_seen:
-                lengths = np.array([len(h) for h in batch], dtype=np.int64)
-                cols = np.concatenate(batch).astype(np.int64) if batch else np.zeros(0, np.int64)
-                indptr = np.concatenate([[0], np.cumsum(lengths)])
-                seen = sp.csr_matrix(
-                    (np.ones(len(cols), np.float32), cols, indptr), shape=(len(batch), n_items)
-                )
+            seen = history_matrix(batch, n_items) if exclude_seen else None
             self._apply_filters(scores, seen, allowed)
             out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
         return out_idx, out_val
@@ -269,8 +284,8 @@ class Recommender(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._get_state().items()}
-        state["seen.indptr"] = self.seen_.indptr.astype(np.int64)
-        state["seen.indices"] = self.seen_.indices.astype(np.int64)
+        state["history.indptr"] = self.history_indptr_.astype(np.int64)
+        state["history.items"] = self.history_items_.astype(np.int64)
         save_file(state, str(path / "state.safetensors"))
         self.users_.save(path / "users.parquet")
         self.items_.save(path / "items.parquet")
@@ -321,9 +336,14 @@ def load_model(path: str | Path) -> Recommender:
     model = make_model(str(config["model"]), dict(config.get("params", {})))
     model.users_ = IdMap.load(path / "users.parquet")
     model.items_ = IdMap.load(path / "items.parquet")
-    model.seen_ = sp.csr_matrix(
-        (np.ones(len(state["seen.indices"]), dtype=np.float32), state["seen.indices"], state["seen.indptr"]),
-        shape=(len(model.users_), len(model.items_)),
+    indptr, items = state["history.indptr"], state["history.items"]
+    if len(indptr) != len(model.users_) + 1 or (
+        len(items) and (items.min() < 0 or items.max() >= len(model.items_))
+    ):
+        raise ModelLoadError(f"{path}: user histories do not match the id maps")
+    model.history_indptr_, model.history_items_ = indptr, items
+    model.seen_ = history_matrix(
+        [items[indptr[u] : indptr[u + 1]] for u in range(len(indptr) - 1)], len(model.items_)
     )
     model._set_state({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model

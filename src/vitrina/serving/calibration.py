@@ -113,7 +113,9 @@ def fit_calibrator(scores: np.ndarray, outcomes: np.ndarray, method: Method = "i
     scores = np.asarray(scores, dtype=np.float64)
     outcomes = np.asarray(outcomes, dtype=np.float64)
     if scores.shape != outcomes.shape or scores.ndim != 1 or len(scores) == 0:
-        raise DataValidationError(f"calibration: need equal-length 1-d scores and outcomes, got {scores.shape}, {outcomes.shape}")
+        raise DataValidationError(
+            f"calibration: need equal-length 1-d scores and outcomes, got {scores.shape}, {outcomes.shape}"
+        )
     if not np.isfinite(scores).all() or not np.isin(outcomes, (0.0, 1.0)).all():
         raise DataValidationError("calibration: scores must be finite and outcomes 0 or 1")
     if method == "isotonic":
@@ -146,7 +148,9 @@ class ExpectedValueModel:
         """Fit from a log with columns ``score``, ``engaged`` (0/1) and ``continued`` (0/1)."""
         missing = {"score", "engaged", "continued"} - set(log.columns)
         if missing:
-            raise DataValidationError(f"calibration log: missing columns {sorted(missing)}; has {log.columns}")
+            raise DataValidationError(
+                f"calibration log: missing columns {sorted(missing)}; has {log.columns}"
+            )
         s = log["score"].cast(pl.Float64).to_numpy()
         return cls(
             fit_calibrator(s, log["engaged"].cast(pl.Float64).to_numpy(), method),
@@ -162,4 +166,6 @@ class ExpectedValueModel:
             d = json.loads(Path(path).read_text())
             return cls(_from_dict(d["engage"]), _from_dict(d["continue"]))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConfigError(f"calibration file {path}: unreadable ({exc}); write it with ExpectedValueModel.save") from exc
+            raise ConfigError(
+                f"calibration file {path}: unreadable ({exc}); write it with ExpectedValueModel.save"
+            ) from exc

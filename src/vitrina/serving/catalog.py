@@ -68,9 +68,15 @@ class Catalog:
         if not path.is_file():
             raise DataValidationError(f"catalogue {path}: no such file")
         try:
-            df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=10_000)
+            df = (
+                pl.read_parquet(path)
+                if path.suffix == ".parquet"
+                else pl.read_csv(path, infer_schema_length=10_000)
+            )
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise DataValidationError(f"catalogue {path}: unreadable as {path.suffix or 'CSV'} ({exc})") from exc
+            raise DataValidationError(
+                f"catalogue {path}: unreadable as {path.suffix or 'CSV'} ({exc})"
+            ) from exc
         return cls.from_frame(df, source=str(path))
 
     @classmethod
@@ -85,7 +91,9 @@ class Catalog:
         if "value" in df.columns and (df["value"].fill_null(0) < 0).any():
             raise DataValidationError(f"{source}, column 'value': must be >= 0")
         if "available" in df.columns and df["available"].dtype != pl.Boolean:
-            raise DataValidationError(f"{source}, column 'available': expected true/false, got {df['available'].dtype}")
+            raise DataValidationError(
+                f"{source}, column 'available': expected true/false, got {df['available'].dtype}"
+            )
         return cls(df)
 
     def align(self, items: IdMap) -> AlignedCatalog:

@@ -1,0 +1,127 @@
+"""A loaded model plus what serving needs beside it: fast id lookups, the popularity fallback,
+the catalogue aligned to its items and, for embedding models, an ANN index.
+
+A bundle is immutable once built; a hot swap builds a new one and replaces the reference, so a
+request that started on the old bundle finishes on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import polars as pl
+
+from vitrina.errors import ModelLoadError
+from vitrina.models.base import Recommender, load_model
+from vitrina.serving.ann import AnnIndex, EmbeddingModel
+from vitrina.serving.catalog import AlignedCatalog, Catalog
+
+
+def _lookup(ids: pl.Series) -> tuple[dict[Hashable, int], bool]:
+    return {v: i for i, v in enumerate(ids.to_list())}, ids.dtype.is_integer()
+
+
+def _normalise(value: Any, integer: bool) -> Any:
+    """Request ids arrive as JSON ints or strings; map them onto the model's id type."""
+    if integer:
+        if isinstance(value, str):
+            value = value.strip()
+            digits = value.removeprefix("-")
+            return int(value) if digits.isascii() and digits.isdigit() and len(digits) < 20 else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return str(value)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelBundle:
+    """One servable model (immutable)."""
+
+    model: Recommender
+    version: str
+    item_ids: list[Any]
+    item_index: dict[Hashable, int]
+    user_index: dict[Hashable, int]
+    int_items: bool
+    int_users: bool
+    popularity: np.ndarray
+    catalog: AlignedCatalog | None
+    ann: AnnIndex | None
+
+    @classmethod
+    def from_model(
+        cls, model: Recommender, *, version: str, catalog: Catalog | None = None, ann: bool = False
+    ) -> ModelBundle:
+        item_index, int_items = _lookup(model.items_.external_ids)
+        user_index, int_users = _lookup(model.users_.external_ids)
+        ann_index = None
+        if ann:
+            if not isinstance(model, EmbeddingModel):
+                raise ModelLoadError(
+                    f"--ann needs a model with item_vectors, user_vectors and history_vectors; "
+                    f"{type(model).__name__} has none"
+                )
+            ann_index = AnnIndex(model.item_vectors())
+        return cls(
+            model=model,
+            version=version,
+            item_ids=model.items_.external_ids.to_list(),
+            item_index=item_index,
+            user_index=user_index,
+            int_items=int_items,
+            int_users=int_users,
+            popularity=np.asarray(model.seen_.sum(axis=0), dtype=np.float32).ravel(),
+            catalog=catalog.align(model.items_) if catalog is not None else None,
+            ann=ann_index,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, catalog: Catalog | None = None, ann: bool = False) -> ModelBundle:
+        """Load a saved model directory; :class:`ModelLoadError` if it is corrupt or tampered with."""
+        path = Path(path)
+        model = load_model(path)
+        digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:12]
+        return cls.from_model(model, version=f"{path.name}@{digest}", catalog=catalog, ann=ann)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_idx(self, item_id: Any) -> int:
+        """Internal index of an external item id, -1 if unknown."""
+        return self.item_index.get(_normalise(item_id, self.int_items), -1)
+
+    def user_idx(self, user_id: Any) -> int:
+        return self.user_index.get(_normalise(user_id, self.int_users), -1)
+
+    def seen_of(self, user: int) -> np.ndarray:
+        """The user's training items, oldest first: sequential models need the order."""
+        return self.model.user_history(user)
+
+    def scores(
+        self, user: int, history: np.ndarray | None, allowed: np.ndarray, n_candidates: int
+    ) -> np.ndarray:
+        """Scores over all items for a known user (``history is None``) or a history.
+
+        Entries outside ``allowed`` may be anything (the caller masks them). With an ANN index only
+        ``n_candidates`` allowed items are scored, exactly; the rest are -inf.
+        """
+        model = self.model
+        if self.ann is not None:
+            emb = cast(EmbeddingModel, model)
+            query = emb.user_vectors(np.array([user])) if history is None else emb.history_vectors([history])
+            idx, val = self.ann.search(query[0], n_candidates, allowed)
+            out = np.full(self.n_items, -np.inf, dtype=np.float32)
+            out[idx[idx >= 0]] = val[idx >= 0]
+            return out
+        # The base class exposes scores only through top-k; serving needs the whole row to
+        # re-rank by expected value or distance before the cut (see docs/serving.md).
+        if history is None:
+            block = model.score_users(np.array([user], dtype=np.int64))
+        else:
+            block = model.score_histories([history])
+        return np.array(block[0], dtype=np.float32, copy=True)

@@ -1,0 +1,86 @@
+"""``vitrina serve MODEL_DIR``: the command-line front of the service (registered in ``vitrina.cli``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from vitrina.serving.service import Settings
+
+
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="model directory written by Recommender.save")],
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="item metadata, parquet or CSV: item_id, available, category, lat, lon, value, segments"
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="JSON from ExpectedValueModel.save; enables ranking='expected_value'")
+    ] = None,
+    experiments: Annotated[
+        Path | None, typer.Option(help="experiments config (JSON/TOML) with variant models")
+    ] = None,
+    state_db: Annotated[
+        Path, typer.Option(help="SQLite file for events and histories (embedded store)")
+    ] = Path("vitrina-state.sqlite"),
+    redis_url: Annotated[
+        str | None, typer.Option(help="use Redis as the online store, e.g. redis://127.0.0.1:6379/0")
+    ] = None,
+    redis_prefix: Annotated[str, typer.Option(help="key prefix in Redis")] = "vitrina",
+    sqlite_sync: Annotated[
+        str, typer.Option(help="'full' (survives power loss) or 'normal' (survives process crashes)")
+    ] = "full",
+    max_history: Annotated[int, typer.Option(min=1, help="recent items kept per user")] = 200,
+    ann: Annotated[bool, typer.Option(help="ANN retrieval (usearch) for embedding models")] = False,
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="VITRINA_ADMIN_TOKEN", help="bearer token for /admin endpoints")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="largest request body accepted")] = 1 << 20,
+    load_in_background: Annotated[
+        bool, typer.Option(help="accept connections at once and answer 503 until the model is loaded")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Serve recommendations over HTTP (OpenAPI at /docs and /openapi.json)."""
+    import uvicorn
+
+    from vitrina.serving.app import create_app
+
+    if sqlite_sync not in ("full", "normal"):
+        raise typer.BadParameter(
+            f"got {sqlite_sync!r}; expected 'full' or 'normal'", param_hint="--sqlite-sync"
+        )
+    sync: Literal["full", "normal"] = "full" if sqlite_sync == "full" else "normal"
+    settings = Settings(
+        model_dir=model_dir,
+        catalog=catalog,
+        calibration=calibration,
+        experiments=experiments,
+        state_db=state_db,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        sqlite_sync=sync,
+        max_history=max_history,
+        ann=ann,
+        admin_token=admin_token,
+        max_body_bytes=max_body_bytes,
+    )
+    logging.basicConfig(level=log_level.upper())
+    app = create_app(settings, background_load=load_in_background)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def main() -> None:
+    """Run ``serve`` as a standalone command (``python -m vitrina.serving.cli``)."""
+    typer.run(serve)
+
+
+if __name__ == "__main__":
+    main()

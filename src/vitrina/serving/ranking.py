@@ -1,0 +1,142 @@
+"""From a request to ranked item indices: who is asking, one model call, re-scoring, the top-k cut.
+
+The order is fixed: resolve the user and history, build the candidate mask (filters.py), score
+once, re-score (expected value, distance penalty), mask, cut. Nothing is filtered after the cut
+and the model is never called again to refill a short list; the response says how many items
+were eligible instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vitrina.models import topk
+from vitrina.serving.bundle import ModelBundle
+from vitrina.serving.calibration import ExpectedValueModel
+from vitrina.serving.filters import BadRequest
+from vitrina.serving.schemas import Location, Ranking
+
+#: fallback reasons, as reported in responses and in the ``vitrina_fallbacks_total`` metric
+UNKNOWN_USER = "unknown_user"  # no model row and no usable history: popularity
+UNKNOWN_USER_HISTORY = "unknown_user_history"  # unknown user, ranked from triggers / logged events
+NO_KNOWN_ITEMS = "no_known_history_items"  # only a history was given and no id in it is known
+MODEL_NO_HISTORY = "model_cannot_score_history"  # the model cannot rank from a history
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """What to score: a known user (``history is None``), a history, or popularity (``popular``)."""
+
+    user: int
+    history: np.ndarray | None
+    seen: np.ndarray
+    popular: bool
+    fallback_reason: str | None
+    unknown_items: list[Any]
+
+
+def resolve_target(
+    bundle: ModelBundle, user_id: Any | None, given: Sequence[Any] | None, logged: Sequence[str]
+) -> Target:
+    """Decide how to rank: the user's model row, their history, or the popularity fallback.
+
+    A history-capable model ranks from ``trained items + logged events + given items`` whenever
+    there are logged events or given items, so new events count at once. Trained items come
+    first in index order: the bundle keeps the set of a user's trained items, not their order.
+    """
+    user = bundle.user_idx(user_id) if user_id is not None else -1
+    given_idx = [bundle.item_idx(i) for i in given or ()]
+    unknown = [i for i, j in zip(given or (), given_idx, strict=True) if j < 0]
+    logged_idx = [j for j in (bundle.item_idx(i) for i in logged) if j >= 0]
+    fresh = np.asarray(logged_idx + [j for j in given_idx if j >= 0], dtype=np.int64)
+    trained = bundle.seen_of(user) if user >= 0 else np.zeros(0, dtype=np.int64)
+    seen = np.concatenate([trained, fresh])
+    if bundle.model.supports_history and len(fresh):
+        reason = UNKNOWN_USER_HISTORY if user_id is not None and user < 0 else None
+        return Target(user, seen, seen, False, reason, unknown)
+    if user >= 0:
+        return Target(user, None, seen, False, None, unknown)
+    if user_id is not None:
+        reason = UNKNOWN_USER
+    elif len(fresh):
+        reason = MODEL_NO_HISTORY
+    else:
+        reason = NO_KNOWN_ITEMS
+    return Target(-1, None, seen, True, reason, unknown)
+
+
+def score_candidates(
+    bundle: ModelBundle,
+    target: Target,
+    mask: np.ndarray,
+    distance: np.ndarray | None,
+    location: Location | None,
+    ranking: Ranking,
+    ev_model: ExpectedValueModel | None,
+    n_candidates: int,
+) -> np.ndarray:
+    """One score per item, -inf outside the mask (popularity for the fallback, never re-ranked by EV)."""
+    if target.popular:
+        scores = bundle.popularity.copy()
+    else:
+        scores = bundle.scores(target.user, target.history, mask, n_candidates)
+        if ranking == "expected_value":
+            if ev_model is None:
+                raise BadRequest(
+                    "ranking 'expected_value' needs calibrators; start the service with --calibration FILE"
+                )
+            value = (
+                bundle.catalog.value if bundle.catalog is not None else np.ones(bundle.n_items, np.float32)
+            )
+            finite = np.isfinite(scores)
+            scores[finite] = ev_model(scores[finite], value[finite])
+    if location is not None and location.distance_penalty and distance is not None:
+        scores -= np.float32(location.distance_penalty) * np.nan_to_num(distance, nan=0.0).astype(np.float32)
+    scores[~mask | ~np.isfinite(scores)] = -np.inf
+    return scores
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (indices, scores), best first, without the -1 padding of empty slots."""
+    idx, val = topk(scores[None, :], k)
+    keep = idx[0] >= 0
+    return idx[0][keep], val[0][keep]
+
+
+def _carousel_value(val: np.ndarray, discount: np.ndarray) -> float:
+    return float((val * discount[: len(val)]).sum())
+
+
+def build_slate(
+    scores: np.ndarray, masks: Sequence[np.ndarray], k: int, *, allow_duplicates: bool, rank_carousels: bool
+) -> list[tuple[int, float, np.ndarray, np.ndarray, int]]:
+    """Fill carousels greedily from one score vector: ``(carousel, value, idx, scores, n_eligible)``.
+
+    With ``rank_carousels`` the carousel whose top-k has the largest discounted score sum
+    (weights ``1/log2(rank+1)``) is placed first, its items are taken out of the pool unless
+    duplicates are allowed, and the rest are re-evaluated on what is left; otherwise carousels
+    are filled in request order.
+    """
+    cand = np.flatnonzero(np.isfinite(scores))
+    sub = scores[cand]
+    sub_masks = [m[cand] for m in masks]
+    free = np.ones(len(cand), dtype=bool)
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    remaining = list(range(len(masks)))
+    out = []
+    while remaining:
+        entries = []
+        for c in remaining if rank_carousels else remaining[:1]:
+            eligible = sub_masks[c] & free
+            idx, val = top_k(np.where(eligible, sub, -np.inf).astype(np.float32), k)
+            entries.append((c, _carousel_value(val, discount), cand[idx], val, int(eligible.sum())))
+        best = max(entries, key=lambda e: e[1])
+        out.append(best)
+        remaining.remove(best[0])
+        if not allow_duplicates:
+            free[np.isin(cand, best[2])] = False
+    return out

@@ -1,0 +1,152 @@
+"""Request and response bodies (published in the OpenAPI document at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+
+MAX_K = 1000
+Id = StrictInt | Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Ranking = Literal["score", "expected_value"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Location(_Body):
+    """Where the user is; items without coordinates fail ``max_distance_km`` and get no penalty."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    max_distance_km: float | None = Field(None, gt=0, description="drop items farther than this")
+    distance_penalty: float = Field(0.0, ge=0, description="subtracted from the score per km")
+
+
+class Filters(_Body):
+    """Business rules, applied as a mask on the candidate set before the top-k cut."""
+
+    exclude_seen: bool = Field(
+        True, description="drop items in the user's history (trained + events + given)"
+    )
+    allow_items: list[Id] | None = Field(None, max_length=10_000, description="only these items")
+    deny_items: list[Id] | None = Field(None, max_length=10_000, description="never these items")
+    categories: list[Name] | None = Field(None, max_length=100, description="only items of these categories")
+    exclude_categories: list[Name] | None = Field(None, max_length=100)
+    segment: Name | None = Field(None, description="the user's segment, for items restricted to segments")
+    location: Location | None = None
+
+
+class _Target(_Body):
+    user_id: Id | None = Field(None, description="a known user; unknown users get a flagged fallback")
+    history: list[Id] | None = Field(
+        None, max_length=1000, description="recent items / triggers, oldest first (unknown ids are ignored)"
+    )
+    filters: Filters = Filters()
+    ranking: Ranking = Field("score", description="'expected_value' = P(engage) x value x P(continue)")
+
+    @model_validator(mode="after")
+    def _needs_someone(self) -> Self:
+        if self.user_id is None and not self.history:
+            raise ValueError("give user_id, a non-empty history, or both")
+        return self
+
+
+class RecommendRequest(_Target):
+    k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+
+
+class ScoredItem(BaseModel):
+    item_id: Id
+    score: float
+    distance_km: float | None = None
+
+
+class _Served(BaseModel):
+    request_id: str
+    model_version: str
+    experiment: str | None = Field(None, description="the experiment that chose the model, if any")
+    variant: str | None = None
+    fallback: bool
+    fallback_reason: str | None = None
+    unknown_items: list[Id] = Field(description="history ids the model does not know (ignored)")
+
+
+class RecommendResponse(_Served):
+    items: list[ScoredItem]
+    n_eligible: int = Field(description="items that passed every filter")
+    fewer_than_k: bool
+
+
+class Carousel(_Body):
+    name: Name
+    category: Name | None = Field(None, description="only items of this category")
+    filters: Filters | None = Field(
+        None, description="extra rules for this carousel (ANDed with the slate's)"
+    )
+
+
+class SlateRequest(_Target):
+    carousels: list[Carousel] = Field(min_length=1, max_length=50)
+    k: int = Field(10, ge=1, le=100, description="items per carousel")
+    allow_duplicates: bool = Field(False, description="let an item appear in several carousels")
+    rank_carousels: bool = Field(True, description="order carousels by their value to the user")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [c.name for c in self.carousels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"carousel names must be unique, got {names}")
+        return self
+
+
+class CarouselResult(BaseModel):
+    name: str
+    score: float = Field(description="discounted sum of its items' scores (what orders the carousels)")
+    items: list[ScoredItem]
+    n_eligible: int
+    fewer_than_k: bool
+
+
+class SlateResponse(_Served):
+    carousels: list[CarouselResult]
+
+
+class Event(_Body):
+    user_id: Id
+    event: Name = Field(description="'exposure' or an interaction type ('click', 'purchase', ...)")
+    item_id: Id | None = None
+    timestamp: float | None = Field(None, description="Unix seconds; the server's clock if absent")
+    value: float | None = None
+    propensity: float | None = Field(None, ge=0, le=1)
+    request_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    experiment: Name | None = None
+    variant: Name | None = None
+
+
+class EventsRequest(_Body):
+    events: list[Event] = Field(min_length=1, max_length=1000)
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    interactions: int = Field(description="events that extended a user's history")
+
+
+class SwapRequest(_Body):
+    model_dir: str = Field(min_length=1, max_length=4096)
+    variant: Name | None = Field(None, description="'experiment/variant' to swap that variant's model")
+
+
+class SwapResponse(BaseModel):
+    model_version: str
+    previous_version: str
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
+    variants: dict[str, str] = {}
+    store: str | None = None

@@ -1,0 +1,289 @@
+"""The recommendation service without HTTP: model bundles, the store, experiments, metrics."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vitrina.serving.bundle import ModelBundle
+from vitrina.serving.calibration import ExpectedValueModel
+from vitrina.serving.catalog import Catalog
+from vitrina.serving.filters import BadRequest, candidate_mask
+from vitrina.serving.metrics import Metrics
+from vitrina.serving.ranking import Target, build_slate, resolve_target, score_candidates, top_k
+from vitrina.serving.schemas import (
+    CarouselResult,
+    EventsRequest,
+    EventsResponse,
+    Filters,
+    RecommendRequest,
+    RecommendResponse,
+    ScoredItem,
+    SlateRequest,
+    SlateResponse,
+)
+from vitrina.serving.stores import EXPOSURE, EventStore, LogRow, RedisStore, SQLiteStore
+from vitrina.serving.variants import Assigner, ExperimentPlan, read_plan
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``vitrina serve`` is configured with."""
+
+    model_dir: Path
+    catalog: Path | None = None
+    calibration: Path | None = None
+    experiments: Path | None = None
+    state_db: Path = Path("vitrina-state.sqlite")
+    redis_url: str | None = None
+    redis_prefix: str = "vitrina"
+    sqlite_sync: Literal["full", "normal"] = "full"
+    max_history: int = 200
+    ann: bool = False
+    admin_token: str | None = None
+    max_body_bytes: int = 1 << 20
+
+
+class ExposureLog:
+    """Writes recommendation exposures from a background thread, so ranking never waits on disk."""
+
+    def __init__(self, store: EventStore, interval_s: float = 0.05) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[LogRow | None] = queue.SimpleQueue()
+        self._interval = interval_s
+        self._thread = threading.Thread(target=self._run, name="vitrina-exposures", daemon=True)
+        self._thread.start()
+
+    def put(self, row: LogRow) -> None:
+        self._queue.put(row)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            rows = []
+            item = self._queue.get()
+            deadline = time.monotonic() + self._interval
+            while True:
+                if item is None:
+                    stop = True
+                    break
+                rows.append(item)
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            if rows:
+                self._store.append(rows)
+
+    def close(self) -> None:
+        """Flush what is queued and stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+@dataclass
+class Service:
+    """Serves recommendations; ``default`` and ``variants`` are replaced whole on a hot swap."""
+
+    default: ModelBundle
+    store: EventStore
+    settings: Settings
+    catalog: Catalog | None = None
+    ev_model: ExpectedValueModel | None = None
+    assigner: Assigner | None = None
+    variant_models: dict[str, dict[str, ModelBundle]] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.exposures = ExposureLog(self.store)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, assigner: Assigner | None = None) -> Service:
+        """Load everything; ``assigner`` overrides the one built from ``settings.experiments``."""
+        catalog = Catalog.read(settings.catalog) if settings.catalog else None
+        default = ModelBundle.load(settings.model_dir, catalog=catalog, ann=settings.ann)
+        plan = read_plan(settings.experiments) if settings.experiments else None
+        if plan is not None and assigner is None:
+            assigner = plan.assigner
+        variants = cls._load_variants(plan, catalog, settings.ann) if plan else {}
+        store: EventStore
+        if settings.redis_url:
+            store = RedisStore(
+                settings.redis_url, prefix=settings.redis_prefix, max_history=settings.max_history
+            )
+        else:
+            store = SQLiteStore(
+                settings.state_db, max_history=settings.max_history, synchronous=settings.sqlite_sync
+            )
+        ev = ExpectedValueModel.load(settings.calibration) if settings.calibration else None
+        return cls(default, store, settings, catalog, ev, assigner, variants)
+
+    @staticmethod
+    def _load_variants(
+        plan: ExperimentPlan, catalog: Catalog | None, ann: bool
+    ) -> dict[str, dict[str, ModelBundle]]:
+        return {
+            exp: {v: ModelBundle.load(d, catalog=catalog, ann=ann) for v, d in by_variant.items()}
+            for exp, by_variant in plan.models.items()
+        }
+
+    def close(self) -> None:
+        self.exposures.close()
+        self.store.close()
+
+    # ----------------------------------------------------------------- ranking
+    def _route(self, user_id: Any, request_id: str) -> tuple[ModelBundle, str | None, str | None]:
+        """The bundle for this user, the experiment that chose it and its variant; logs exposures."""
+        if self.assigner is None or user_id is None:
+            return self.default, None, None
+        assignment = self.assigner.assign(str(user_id))
+        now = time.time()
+        for exp, variant in assignment.items():
+            self.exposures.put(LogRow(now, str(user_id), EXPOSURE, exp, variant, 1.0, request_id=request_id))
+        for exp, by_variant in self.variant_models.items():
+            if exp in assignment:
+                variant = assignment[exp]
+                return by_variant.get(variant, self.default), exp, variant
+        first = next(iter(assignment.items()), (None, None))
+        return self.default, first[0], first[1]
+
+    def _prepare(
+        self, user_id: Any, history: list[Any] | None, filters: Filters
+    ) -> tuple[str, ModelBundle, str | None, str | None, Target, np.ndarray, np.ndarray | None]:
+        request_id = uuid.uuid4().hex
+        bundle, exp, variant = self._route(user_id, request_id)
+        logged = self.store.history(str(user_id)) if user_id is not None else []
+        target = resolve_target(bundle, user_id, history, logged)
+        if target.fallback_reason:
+            self.metrics.fallback(target.fallback_reason)
+        mask, distance = candidate_mask(bundle, filters, target.seen)
+        return request_id, bundle, exp, variant, target, mask, distance
+
+    @staticmethod
+    def _items(
+        bundle: ModelBundle, idx: np.ndarray, val: np.ndarray, distance: np.ndarray | None
+    ) -> list[ScoredItem]:
+        return [
+            ScoredItem(
+                item_id=bundle.item_ids[i],
+                score=float(v),
+                distance_km=None if distance is None or np.isnan(distance[i]) else float(distance[i]),
+            )
+            for i, v in zip(idx.tolist(), val.tolist(), strict=True)
+        ]
+
+    def recommend(self, req: RecommendRequest) -> RecommendResponse:
+        request_id, bundle, exp, variant, target, mask, distance = self._prepare(
+            req.user_id, req.history, req.filters
+        )
+        location = req.filters.location
+        scores = score_candidates(bundle, target, mask, distance, location, req.ranking, self.ev_model, req.k)
+        idx, val = top_k(scores, req.k)
+        return RecommendResponse(
+            request_id=request_id,
+            model_version=bundle.version,
+            experiment=exp,
+            variant=variant,
+            fallback=target.fallback_reason is not None,
+            fallback_reason=target.fallback_reason,
+            unknown_items=target.unknown_items,
+            items=self._items(bundle, idx, val, distance),
+            n_eligible=int(mask.sum()),
+            fewer_than_k=len(idx) < req.k,
+        )
+
+    def slate(self, req: SlateRequest) -> SlateResponse:
+        request_id, bundle, exp, variant, target, mask, distance = self._prepare(
+            req.user_id, req.history, req.filters
+        )
+        masks = []
+        for c in req.carousels:
+            m = mask.copy()
+            if c.category is not None:
+                if bundle.catalog is None:
+                    raise BadRequest(
+                        f"carousel {c.name!r}: 'category' needs item metadata; start with --catalog FILE"
+                    )
+                m &= bundle.catalog.category_mask([c.category])
+            if c.filters is not None:
+                m &= candidate_mask(bundle, c.filters, target.seen)[0]
+            masks.append(m)
+        n_cand = req.k * len(req.carousels)
+        location = req.filters.location
+        scores = score_candidates(
+            bundle, target, mask, distance, location, req.ranking, self.ev_model, n_cand
+        )
+        filled = build_slate(
+            scores, masks, req.k, allow_duplicates=req.allow_duplicates, rank_carousels=req.rank_carousels
+        )
+        carousels = [
+            CarouselResult(
+                name=req.carousels[c].name,
+                score=value,
+                items=self._items(bundle, idx, val, distance),
+                n_eligible=n_eligible,
+                fewer_than_k=len(idx) < req.k,
+            )
+            for c, value, idx, val, n_eligible in filled
+        ]
+        return SlateResponse(
+            request_id=request_id,
+            model_version=bundle.version,
+            experiment=exp,
+            variant=variant,
+            fallback=target.fallback_reason is not None,
+            fallback_reason=target.fallback_reason,
+            unknown_items=target.unknown_items,
+            carousels=carousels,
+        )
+
+    # ----------------------------------------------------------------- events and admin
+    def record(self, req: EventsRequest) -> EventsResponse:
+        """Append events durably; returns once they are committed."""
+        now = time.time()
+        rows = [
+            LogRow(
+                timestamp=e.timestamp if e.timestamp is not None else now,
+                unit_id=str(e.user_id),
+                event=e.event,
+                experiment=e.experiment,
+                variant=e.variant,
+                value=e.value,
+                item_id=None if e.item_id is None else str(e.item_id),
+                propensity=e.propensity,
+                request_id=e.request_id,
+            )
+            for e in req.events
+        ]
+        self.store.append(rows)
+        for r in rows:
+            self.metrics.events(r.event, 1)
+        return EventsResponse(accepted=len(rows), interactions=sum(r.extends_history for r in rows))
+
+    def swap(self, model_dir: Path, variant: str | None) -> tuple[str, str]:
+        """Load a bundle and replace the default (or ``experiment/variant``) model; returns versions.
+
+        A bundle that fails to load raises and leaves the serving model untouched.
+        """
+        with self._swap_lock:
+            if variant is not None:
+                exp, _, var = variant.partition("/")
+                if var not in self.variant_models.get(exp, {}):
+                    known = [f"{e}/{v}" for e, vs in self.variant_models.items() for v in vs]
+                    raise BadRequest(f"variant {variant!r}: not a variant with its own model; known: {known}")
+            new = ModelBundle.load(model_dir, catalog=self.catalog, ann=self.settings.ann)
+            if variant is None:
+                old, self.default = self.default, new
+            else:
+                models = dict(self.variant_models[exp])
+                old, models[var] = models[var], new
+                self.variant_models = {**self.variant_models, exp: models}
+            return new.version, old.version

@@ -1,0 +1,180 @@
+"""Online state: the event log and each user's recent history.
+
+Every row follows the experiments event-log schema (``timestamp``, ``unit_id``, ``experiment``,
+``variant``, ``event``, ``value``, ``item_id``, ``propensity``, ``request_id``). Rows whose event is
+not ``"exposure"`` and that name an item extend the unit's history, in arrival order.
+
+* :class:`SQLiteStore` (default, no server): SQLite in WAL mode plus an in-process LRU cache of
+  histories. ``append`` returns after the transaction commits (``synchronous=FULL`` by default), so
+  an acknowledged event survives the process being killed.
+* :class:`RedisStore`: a Redis list per user (trimmed to the history length) and a Redis stream
+  for the log, written in one MULTI/EXEC; durability is the server's (``appendonly yes``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Literal, Protocol
+
+EXPOSURE = "exposure"
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One event-log row (experiments schema); ``unit_id`` is the user id as a string."""
+
+    timestamp: float
+    unit_id: str
+    event: str
+    experiment: str | None = None
+    variant: str | None = None
+    value: float | None = None
+    item_id: str | None = None
+    propensity: float | None = None
+    request_id: str | None = None
+
+    @property
+    def extends_history(self) -> bool:
+        return self.event != EXPOSURE and self.item_id is not None
+
+
+COLUMNS = tuple(f.name for f in fields(LogRow))
+
+
+class EventStore(Protocol):
+    """Where events go; ``append`` is durable when it returns."""
+
+    def append(self, rows: Sequence[LogRow]) -> None: ...
+
+    def history(self, unit_id: str) -> list[str]:
+        """The unit's most recent item ids (oldest first), at most the store's history length."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """Embedded store: SQLite (WAL) on disk plus an LRU cache of recent histories.
+
+    Writes go through one connection, reads through another (WAL readers never wait for a
+    commit's fsync). A cached history remembers the last row id it contains, so a write racing
+    a cache fill is applied exactly once.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_history: int = 200,
+        cache_users: int = 100_000,
+        synchronous: Literal["full", "normal"] = "full",
+    ) -> None:
+        self.path = Path(path)
+        self.max_history = max_history
+        self.cache_users = cache_users
+        self._write_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[list[int], list[str]]] = OrderedDict()
+        self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cols = "timestamp REAL NOT NULL, unit_id TEXT NOT NULL, event TEXT NOT NULL, experiment TEXT, "
+        cols += "variant TEXT, value REAL, item_id TEXT, propensity REAL, request_id TEXT"
+        self._writer.execute(f"CREATE TABLE IF NOT EXISTS event_log (id INTEGER PRIMARY KEY, {cols})")
+        self._writer.execute("CREATE INDEX IF NOT EXISTS event_log_unit ON event_log (unit_id, id)")
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+
+    def append(self, rows: Sequence[LogRow]) -> None:
+        sql = f"INSERT INTO event_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [int(self._writer.execute(sql, astuple(r)).lastrowid or 0) for r in rows]
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+        with self._cache_lock:
+            for row_id, r in zip(ids, rows, strict=True):
+                entry = self._cache.get(r.unit_id)
+                if r.extends_history and entry is not None and row_id > entry[0][0]:
+                    entry[0][0] = row_id
+                    entry[1].append(r.item_id)  # type: ignore[arg-type]
+                    del entry[1][: max(0, len(entry[1]) - self.max_history)]
+
+    def history(self, unit_id: str) -> list[str]:
+        with self._cache_lock:
+            entry = self._cache.get(unit_id)
+            if entry is None:
+                found = self._reader.execute(
+                    "SELECT id, item_id FROM event_log WHERE unit_id = ? AND event != ? "
+                    "AND item_id IS NOT NULL ORDER BY id DESC LIMIT ?",
+                    (unit_id, EXPOSURE, self.max_history),
+                ).fetchall()
+                entry = ([found[0][0] if found else 0], [r[1] for r in reversed(found)])
+                self._cache[unit_id] = entry
+                if len(self._cache) > self.cache_users:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(unit_id)
+            return list(entry[1])
+
+    def rows(self) -> list[LogRow]:
+        """The whole log in arrival order (for export and tests)."""
+        with self._cache_lock:
+            found = self._reader.execute(f"SELECT {', '.join(COLUMNS)} FROM event_log ORDER BY id").fetchall()
+        return [LogRow(*r) for r in found]
+
+    def close(self) -> None:
+        with self._write_lock, self._cache_lock:
+            self._reader.close()
+            self._writer.close()
+
+
+class RedisStore:
+    """Online store on Redis: ``{prefix}:hist:{unit}`` lists and the ``{prefix}:log`` stream."""
+
+    def __init__(self, url: str, *, prefix: str = "vitrina", max_history: int = 200) -> None:
+        import redis
+
+        self.prefix = prefix
+        self.max_history = max_history
+        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0)
+        self._redis.ping()
+
+    def _key(self, unit_id: str) -> str:
+        return f"{self.prefix}:hist:{unit_id}"
+
+    def append(self, rows: Sequence[LogRow]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        touched = set()
+        for r in rows:
+            entry = {k: "" if v is None else str(v) for k, v in zip(COLUMNS, astuple(r), strict=True)}
+            pipe.xadd(f"{self.prefix}:log", entry)  # type: ignore[arg-type]
+            if r.extends_history:
+                pipe.rpush(self._key(r.unit_id), r.item_id)  # type: ignore[arg-type]
+                touched.add(r.unit_id)
+        for unit in touched:
+            pipe.ltrim(self._key(unit), -self.max_history, -1)
+        pipe.execute()
+
+    def history(self, unit_id: str) -> list[str]:
+        return list(self._redis.lrange(self._key(unit_id), -self.max_history, -1))  # type: ignore[arg-type]
+
+    def rows(self) -> list[LogRow]:
+        """The whole log stream in arrival order (for export and tests)."""
+        out = []
+        for _, entry in self._redis.xrange(f"{self.prefix}:log"):  # type: ignore[union-attr]
+            vals = {k: (entry.get(k) or None) for k in COLUMNS}
+            for num in ("timestamp", "value", "propensity"):
+                vals[num] = float(vals[num]) if vals[num] is not None else None
+            out.append(LogRow(**vals))  # type: ignore[arg-type]
+        return out
+
+    def close(self) -> None:
+        self._redis.close()

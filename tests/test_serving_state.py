@@ -1,0 +1,253 @@
+"""Serving state and components: stores (SQLite, Redis), crash safety, calibration, ANN, catalogue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from vitrina.errors import DataValidationError
+from vitrina.models.registry import make_model
+from vitrina.serving.ann import AnnIndex
+from vitrina.serving.app import create_app
+from vitrina.serving.calibration import ExpectedValueModel, fit_calibrator
+from vitrina.serving.catalog import Catalog
+from vitrina.serving.service import Settings
+from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k" / "u.data"
+REDIS_URL = os.environ.get("VITRINA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TOKEN = "t0ken"
+
+
+def redis_or_skip() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(
+            f"no redis-server reachable at {REDIS_URL} ({exc}); set VITRINA_TEST_REDIS_URL or start one"
+        )
+    return REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not DATA.is_file():
+        pytest.skip(f"{DATA} not found")
+    df = pl.read_csv(
+        DATA, separator="\t", has_header=False, new_columns=["user_id", "item_id", "rating", "timestamp"]
+    )
+    df = df.head(20_000).drop("rating").with_columns(weight=pl.lit(1.0))
+    return make_model("ease", {"l2": 100.0}).fit(df).save(tmp_path_factory.mktemp("m") / "ease")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    if request.param == "sqlite":
+        s: EventStore = SQLiteStore(tmp_path / "s.db", max_history=3)
+    else:
+        s = RedisStore(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex}", max_history=3)
+    yield s
+    if isinstance(s, RedisStore):
+        for key in s._redis.scan_iter(f"{s.prefix}:*"):
+            s._redis.delete(key)
+    s.close()
+
+
+# ----------------------------------------------------------------------------- stores
+def test_store_history_and_log(store: EventStore) -> None:
+    assert store.history("u") == []
+    rows = [LogRow(1.0, "u", "click", item_id=str(i)) for i in range(5)]
+    rows.append(LogRow(2.0, "u", "exposure", "exp", "a", 1.0, item_id="9", request_id="r"))
+    rows.append(LogRow(3.0, "v", "purchase", value=9.5, item_id="7", propensity=0.25))
+    store.append(rows)
+    assert store.history("u") == ["2", "3", "4"]  # trimmed to max_history=3, exposures excluded
+    store.append([LogRow(4.0, "u", "click", item_id="5")])
+    assert store.history("u") == ["3", "4", "5"]
+    assert store.history("v") == ["7"]
+    log = store.rows()  # type: ignore[attr-defined]
+    assert len(log) == 8 and log[5] == rows[5] and log[6] == rows[6]
+
+
+def test_sqlite_cache_never_duplicates_a_racing_write(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db")
+    s.append([LogRow(1.0, "u", "click", item_id="1")])
+    assert s.history("u") == ["1"]  # cached, row id 1
+    s._cache["u"][0][0] = 2  # pretend the cache fill already saw the next row
+    s.append([LogRow(1.0, "u", "click", item_id="2")])
+    assert s.history("u") == ["1"]
+    s.close()
+    assert SQLiteStore(tmp_path / "s.db").history("u") == ["1", "2"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_events_drive_recommendations_on_both_stores(backend: str, tmp_path: Path, model_dir: Path) -> None:
+    extra = (
+        {"redis_url": redis_or_skip(), "redis_prefix": f"test-{uuid.uuid4().hex}"}
+        if backend == "redis"
+        else {}
+    )
+    settings = Settings(model_dir=model_dir, state_db=tmp_path / "s.db", **extra)  # type: ignore[arg-type]
+    with TestClient(create_app(settings)) as c:
+        first = c.post("/recommend", json={"user_id": "anna", "k": 5}).json()
+        assert first["fallback_reason"] == "unknown_user"
+        c.post("/events", json={"events": [{"user_id": "anna", "item_id": 50, "event": "click"}]})
+        second = c.post("/recommend", json={"user_id": "anna", "k": 5}).json()
+        assert second["fallback_reason"] == "unknown_user_history"
+        assert [x["item_id"] for x in second["items"]] == [
+            x["item_id"] for x in c.post("/recommend", json={"history": [50], "k": 5}).json()["items"]
+        ]
+        assert c.app.state.vitrina["service"].store.history("anna") == ["50"]  # type: ignore[attr-defined]
+        if backend == "redis":
+            store = c.app.state.vitrina["service"].store  # type: ignore[attr-defined]
+            for key in store._redis.scan_iter(f"{store.prefix}:*"):
+                store._redis.delete(key)
+
+
+# ----------------------------------------------------------------------------- crash safety
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(model_dir: Path, port: int, args: list[str]) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "vitrina.serving.cli",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--admin-token",
+        TOKEN,
+    ]
+    proc = subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("service did not become healthy in 60 s")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_acknowledged_events_survive_sigkill(backend: str, tmp_path: Path, model_dir: Path) -> None:
+    args = ["--state-db", str(tmp_path / "state.sqlite")]
+    if backend == "redis":
+        args += ["--redis-url", redis_or_skip(), "--redis-prefix", f"test-{uuid.uuid4().hex}"]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(model_dir, port, args)
+    acked = []
+    try:
+        with httpx.Client(base_url=url, timeout=5) as http:
+            for i in range(40):
+                r = http.post(
+                    "/events", json={"events": [{"user_id": "kim", "item_id": 1 + i, "event": "click"}]}
+                )
+                assert r.status_code == 200
+                acked.append(str(1 + i))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proc = _start(model_dir, port, args)
+    try:
+        hist = httpx.get(
+            f"{url}/admin/users/kim/history", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).json()
+        assert hist["items"] == acked
+        r = httpx.post(f"{url}/recommend", json={"user_id": "kim", "k": 10}).json()
+        assert not {x["item_id"] for x in r["items"]} & set(range(1, 41))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# ----------------------------------------------------------------------------- calibration
+def test_isotonic_matches_sklearn_and_is_monotone() -> None:
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-2 * s))).astype(float)
+    cal = fit_calibrator(s, y, "isotonic")
+    grid = np.linspace(-4, 4, 101)
+    p = cal(grid)
+    assert np.all(np.diff(p) >= -1e-7) and p.min() >= 0 and p.max() <= 1
+    sklearn = pytest.importorskip("sklearn.isotonic")
+    ref = sklearn.IsotonicRegression(out_of_bounds="clip").fit(s, y)
+    np.testing.assert_allclose(cal(s), ref.predict(s), atol=1e-6)
+
+
+def test_platt_recovers_parameters() -> None:
+    rng = np.random.default_rng(2)
+    s = rng.normal(size=20_000)
+    y = (rng.random(len(s)) < 1 / (1 + np.exp(-(1.5 * s - 0.5)))).astype(float)
+    cal = fit_calibrator(s, y, "platt")
+    assert cal.a == pytest.approx(1.5, abs=0.1) and cal.b == pytest.approx(-0.5, abs=0.1)  # type: ignore[union-attr]
+
+
+def test_expected_value_round_trip(tmp_path: Path) -> None:
+    log = pl.DataFrame({"score": [0.1, 0.2, 0.8, 0.9], "engaged": [0, 0, 1, 1], "continued": [1, 1, 0, 1]})
+    ev = ExpectedValueModel.fit(log, "isotonic")
+    ev.save(tmp_path / "c.json")
+    again = ExpectedValueModel.load(tmp_path / "c.json")
+    # engage: 0, 0, 1, 1 is already monotone; continue: 1, 1, 0, 1 pools the first three to 2/3
+    # so at score 0.8: P(engage) = 1, value 3, P(continue) = 2/3 -> 2.0; at 0.9: 1 x 3 x 1 = 3.0
+    assert again(np.array([0.8, 0.9]), np.array([3.0, 3.0])).tolist() == pytest.approx([2.0, 3.0])
+    with pytest.raises(DataValidationError, match="outcomes 0 or 1"):
+        fit_calibrator(np.array([0.1]), np.array([2.0]))
+
+
+# ----------------------------------------------------------------------------- ANN and catalogue
+def test_ann_recall_and_masks() -> None:
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(30_000, 16)).astype(np.float32)
+    index = AnnIndex(items, exact_below=1000)
+    hits = 0
+    for q in rng.normal(size=(20, 16)).astype(np.float32):
+        exact, _ = index.exact(q, 50)
+        approx, scores = index.search(q, 50)
+        hits += len(set(exact) & set(approx))
+        np.testing.assert_allclose(scores, items[approx] @ q, rtol=1e-5)
+    assert hits / (20 * 50) > 0.9
+    allowed = np.zeros(len(items), dtype=bool)
+    allowed[::2] = True  # above exact_below: ANN with oversampling, mask before the cut
+    idx, _ = index.search(rng.normal(size=16), 50, allowed)
+    assert np.all(allowed[idx[idx >= 0]])
+    few = np.zeros(len(items), dtype=bool)
+    few[:7] = True  # below exact_below: exact over the allowed items only
+    idx, _ = index.search(rng.normal(size=16), 10, few)
+    assert sorted(idx[:7]) == list(range(7)) and list(idx[7:]) == [-1, -1, -1]
+
+
+def test_catalogue_validation(tmp_path: Path) -> None:
+    bad = tmp_path / "c.csv"
+    bad.write_text("item_id,value\n1,2\n1,3\n")
+    with pytest.raises(DataValidationError, match="unique"):
+        Catalog.read(bad)
+    bad.write_text("item,value\n1,2\n")
+    with pytest.raises(DataValidationError, match="missing column 'item_id'"):
+        Catalog.read(bad)
+    bad.write_text("item_id,value\n1,-2\n")
+    with pytest.raises(DataValidationError, match="value"):
+        Catalog.read(bad)
