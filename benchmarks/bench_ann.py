@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--expansion-search", type=int, default=256)
+    parser.add_argument("--expansion-search", type=int, default=1024)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     items = synthetic(args.items, args.dim, rng)
@@ -56,7 +56,7 @@ def main() -> None:
     index = AnnIndex(items, expansion_search=args.expansion_search, exact_below=0)
     build = time.perf_counter() - t
     print(
-        f"{args.items} items, d={args.dim}, f16 HNSW (M=16, ef_add=128, ef_search={args.expansion_search}), "
+        f"{args.items} items, d={args.dim}, f32 HNSW (M=32, ef_add=256, ef_search={args.expansion_search}), "
         f"{os.cpu_count()} CPUs; build {build:.1f} s; {args.queries} queries, k={args.k}\n"
     )
     print("| mask | recall@k | p50 ms | p99 ms | max ms | exact p50 ms |")

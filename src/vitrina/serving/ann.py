@@ -2,8 +2,10 @@
 
 Inner-product search is reduced to nearest-neighbour search: items are indexed augmented with
 ``sqrt(M^2 - |x|^2)`` (``M`` the largest item norm) and queries with 0, which HNSW handles far
-better than raw inner products. The index holds vectors at reduced precision (``f16`` by
-default); ``search`` asks it for candidates and re-scores them exactly in float32.
+better than raw inner products (measured: recall@100 0.60 with usearch's inner-product metric
+against 0.97 augmented, same graph). The defaults (float32, 32 links per node, search width
+1024) were chosen on a 200k-item probe for recall@100 ≈ 0.97 at ~1.5 ms per query; ``f16``
+halves memory for about 2 points of recall. ``search`` re-scores the candidates exactly.
 
 Business-rule masks are honoured before the cut: when the mask leaves few items
 (``exact_below``) they are all scored exactly; otherwise the index is asked once for enough
@@ -47,10 +49,10 @@ class AnnIndex:
         self,
         item_vectors: np.ndarray,
         *,
-        dtype: str = "f16",
-        connectivity: int = 16,
-        expansion_add: int = 128,
-        expansion_search: int = 256,
+        dtype: str = "f32",
+        connectivity: int = 32,
+        expansion_add: int = 256,
+        expansion_search: int = 1024,
         exact_below: int = 20_000,
         oversample: float = 1.5,
         threads: int = 0,
