@@ -39,7 +39,9 @@ COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "novelty@10", "serendipi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", default=",".join(RUNS))
     parser.add_argument("--models", default=",".join(m["name"] for m in MODELS))
     parser.add_argument("--output", type=Path, default=Path("results/baselines"))

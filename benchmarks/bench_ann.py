@@ -47,25 +47,33 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--expansion-search", type=int, default=1024)
+    parser.add_argument(
+        "--expansion-search", default="1024,4096,8192", help="comma-separated search widths, one index"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     items = synthetic(args.items, args.dim, rng)
     queries = synthetic(args.queries, args.dim, rng)
     t = time.perf_counter()
-    index = AnnIndex(items, expansion_search=args.expansion_search, exact_below=0)
+    index = AnnIndex(items, exact_below=0)
     build = time.perf_counter() - t
     print(
-        f"{args.items} items, d={args.dim}, f32 HNSW (M=32, ef_add=256, ef_search={args.expansion_search}), "
-        f"{os.cpu_count()} CPUs; build {build:.1f} s; {args.queries} queries, k={args.k}\n"
+        f"{args.items} items, d={args.dim}, f32 HNSW (M=32, ef_add=256), {os.cpu_count()} CPUs; "
+        f"build {build:.1f} s; {args.queries} queries, k={args.k}\n",
+        flush=True,
     )
-    print("| mask | recall@k | p50 ms | p99 ms | max ms | exact p50 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| ef_search | mask | recall@k | p50 ms | p99 ms | max ms | exact p50 ms |")
+    print("|---|---|---|---|---|---|---|", flush=True)
     half = rng.random(args.items) < 0.5
-    for label, allowed in (("none", None), ("50% available", half)):
-        recall, lat, exact = run(index, queries, args.k, allowed)
-        p50, p99 = np.percentile(lat, [50, 99])
-        print(f"| {label} | {recall:.4f} | {p50:.2f} | {p99:.2f} | {lat.max():.2f} | {exact:.1f} |")
+    for ef in (int(x) for x in args.expansion_search.split(",")):
+        index.index.expansion_search = ef
+        for label, allowed in (("none", None), ("50% available", half)):
+            recall, lat, exact = run(index, queries, args.k, allowed)
+            p50, p99 = np.percentile(lat, [50, 99])
+            print(
+                f"| {ef} | {label} | {recall:.4f} | {p50:.2f} | {p99:.2f} | {lat.max():.2f} | {exact:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

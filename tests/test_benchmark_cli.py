@@ -77,8 +77,9 @@ def test_benchmark_ml100k_all_baselines(data_home: Path, tmp_path: Path) -> None
 def test_benchmark_from_toml_matches_flags(data_home: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "bench.toml"
     cfg.write_text(
-        'dataset = "lastfm"\nsplit = "loo"\nk = 5\n\n[[models]]\nname = "ease"\nparams = { l2 = 300 }\n'
-        '\n[[models]]\nname = "popular"\n'
+        'dataset = "lastfm"\nsplit = "loo"\nk = 5\n\n'
+        '[[models]]\nname = "itemknn"\nparams = { k_neighbors = 50 }\n\n'
+        '[[models]]\nname = "popular"\n'
     )
     _run(["benchmark", "--config", str(cfg), "--output", str(tmp_path / "a")])
     _run(
@@ -89,7 +90,7 @@ def test_benchmark_from_toml_matches_flags(data_home: Path, tmp_path: Path) -> N
             "--k",
             "5",
             "--models",
-            "ease:l2=300,popular",
+            "itemknn:k_neighbors=50,popular",
             "--output",
             str(tmp_path / "b"),
         ]

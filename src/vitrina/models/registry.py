@@ -32,25 +32,112 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "popular": ModelSpec("vitrina.models.popular:Popular", {}, "most interacted items (all time or last N days)"),
+    "popular": ModelSpec(
+        "vitrina.models.popular:Popular", {}, "most interacted items (all time or last N days)"
+    ),
     "itemknn": ModelSpec("vitrina.models.itemknn:ItemKNN", {}, "item-item cosine with shrinkage"),
     "ease": ModelSpec("vitrina.models.ease:EASE", {}, "closed-form shallow autoencoder (Steck 2019)"),
     "als": ModelSpec("vitrina.models.implicit_mf:ALS", {}, "implicit-feedback ALS (implicit library)"),
-    "bpr": ModelSpec("vitrina.models.implicit_mf:BPR", {}, "Bayesian personalised ranking (implicit library)"),
+    "bpr": ModelSpec(
+        "vitrina.models.implicit_mf:BPR", {}, "Bayesian personalised ranking (implicit library)"
+    ),
+    "sasrec": ModelSpec(
+        "vitrina.models.sequential:SequentialTransformer",
+        {
+            "objective": "shifted",
+            "layers": "sasrec",
+            "loss": "bce",
+            "n_negatives": 1,
+            "shared_negatives": False,
+            "n_factors": 50,
+            "n_blocks": 2,
+            "n_heads": 1,
+            "ffn_mult": 1,
+            "dropout": 0.5,
+        },
+        "SASRec as published (Kang & McAuley 2018): causal, BCE with 1 negative per position",
+    ),
+    "sasrec-ss": ModelSpec(
+        "vitrina.models.sequential:SequentialTransformer",
+        {
+            "objective": "shifted",
+            "layers": "sasrec",
+            "loss": "sampled_softmax",
+            "n_negatives": 256,
+            "n_factors": 64,
+            "n_blocks": 2,
+            "n_heads": 1,
+            "ffn_mult": 1,
+            "dropout": 0.2,
+        },
+        "SASRec with sampled softmax over 256 negatives",
+    ),
+    "gsasrec": ModelSpec(
+        "vitrina.models.sequential:SequentialTransformer",
+        {
+            "objective": "shifted",
+            "layers": "sasrec",
+            "loss": "gbce",
+            "gbce_t": 0.75,
+            "n_negatives": 256,
+            "n_factors": 64,
+            "n_blocks": 2,
+            "n_heads": 1,
+            "ffn_mult": 1,
+            "dropout": 0.2,
+        },
+        "gSASRec (Petrov & Macdonald 2023): gBCE t=0.75, 256 negatives",
+    ),
+    "bert4rec": ModelSpec(
+        "vitrina.models.sequential:SequentialTransformer",
+        {
+            "objective": "masked",
+            "layers": "preln",
+            "loss": "softmax",
+            "mask_prob": 0.2,
+            "n_factors": 64,
+            "n_blocks": 2,
+            "n_heads": 2,
+            "ffn_mult": 4,
+            "dropout": 0.2,
+        },
+        "BERT4Rec (Sun et al. 2019): bidirectional cloze objective, full softmax",
+    ),
+    "esasrec": ModelSpec(
+        "vitrina.models.sequential:SequentialTransformer",
+        {
+            "objective": "shifted",
+            "layers": "ligr",
+            "loss": "sampled_softmax",
+            "n_negatives": 256,
+            "n_factors": 64,
+            "n_blocks": 1,
+            "n_heads": 1,
+            "ffn_mult": 4,
+            "dropout": 0.2,
+        },
+        "eSASRec: shifted sequence + LiGR blocks + sampled softmax over 256 negatives",
+    ),
 }
 
 
 def _coerce(cls: type, name: str, params: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls.__init__)
-    valid = [p for p in cls._param_names()]  # type: ignore[attr-defined]
+    valid: list[str] = cls._param_names()  # type: ignore[attr-defined]
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key not in valid:
-            raise ConfigError(f"model '{name}' has no parameter '{key}'; valid parameters: {', '.join(valid)}")
+            raise ConfigError(
+                f"model '{name}' has no parameter '{key}'; valid parameters: {', '.join(valid)}"
+            )
         hint = hints.get(key, Any)
         try:
             if isinstance(value, str) and hint is not str:
-                out[key] = TypeAdapter(hint).validate_json(value) if value[:1] in "[{" else TypeAdapter(hint).validate_strings(value)
+                out[key] = (
+                    TypeAdapter(hint).validate_json(value)
+                    if value[:1] in "[{"
+                    else TypeAdapter(hint).validate_strings(value)
+                )
             else:
                 out[key] = TypeAdapter(hint).validate_python(value)
         except ValidationError as exc:
@@ -75,4 +162,6 @@ def registry_name(model: Recommender) -> str:
     for name, spec in MODELS.items():
         if spec.target == target:
             return name
-    raise ConfigError(f"{type(model).__name__} is not in the model registry; add it to vitrina.models.registry.MODELS")
+    raise ConfigError(
+        f"{type(model).__name__} is not in the model registry; add it to vitrina.models.registry.MODELS"
+    )
