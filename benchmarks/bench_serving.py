@@ -1,9 +1,10 @@
 """HTTP load test of ``vitrina serve`` with wrk: paced load, saturation, and a hot swap under load.
 
     python benchmarks/bench_serving.py                     # Popular + EASE on MovieLens 100K
-    python benchmarks/bench_serving.py --models popular,ease,esasrec --duration 20
+    python benchmarks/bench_serving.py --dataset beauty --models popular,esasrec:epochs=3
 
-For each model: train on ml-100k, save, start the service (real uvicorn subprocess, one worker),
+For each model: train on all of the dataset (``vitrina.evaluation.training.fit_on_all``), save,
+start the service (real uvicorn subprocess, one worker),
 then run wrk (Debian ``wrk``; POST bodies from a Lua script) twice: paced at ``--rate`` requests/s
 (connections with a think time) and unpaced at saturation. During the paced run of the first
 model the bundle is hot-swapped every second through ``/admin/model``. Prints a markdown table.
@@ -25,15 +26,18 @@ import time
 from pathlib import Path
 
 import httpx
-import polars as pl
 
+from vitrina.data.datasets import load_dataset
+from vitrina.data.filtering import to_implicit
+from vitrina.evaluation.config import parse_models
+from vitrina.evaluation.training import fit_on_all
 from vitrina.models.registry import make_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k" / "u.data"
 TOKEN = "bench"
 
 LUA = r"""
 local users = tonumber(os.getenv("BENCH_USERS") or "943")
+local items = tonumber(os.getenv("BENCH_ITEMS") or "1682")
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local bad = 0
 local threads = {}
@@ -45,8 +49,8 @@ function request()
   local u = math.random(1, users + users / 10)  -- about 9% unknown users (fallbacks)
   local body
   if math.random() < 0.2 then
-    body = string.format('{"history": [%d, %d, %d], "k": 10}', math.random(1, 1682), math.random(1, 1682),
-                         math.random(1, 1682))
+    body = string.format('{"history": [%d, %d, %d], "k": 10}', math.random(1, items), math.random(1, items),
+                         math.random(1, items))
   else
     body = string.format('{"user_id": %d, "k": 10, "filters": {"exclude_seen": true}}', u)
   end
@@ -63,13 +67,6 @@ function done(summary, latency, requests)
     latency.max / 1e3, e.connect + e.read + e.write + e.timeout, e.status))
 end
 """
-
-
-def load_ml100k() -> pl.DataFrame:
-    df = pl.read_csv(
-        DATA, separator="\t", has_header=False, new_columns=["user_id", "item_id", "rating", "timestamp"]
-    )
-    return df.drop("rating").with_columns(weight=pl.lit(1.0))
 
 
 def free_port() -> int:
@@ -121,7 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="popular,ease", help="registry names, comma-separated")
+    parser.add_argument("--dataset", default="ml-100k", help="named dataset (ids 1..n), e.g. beauty")
+    parser.add_argument("--models", default="popular,ease", help="model specs, e.g. popular,esasrec:epochs=3")
     parser.add_argument("--rate", type=float, default=300.0, help="paced target, requests/s")
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=10, help="connections of the paced run")
@@ -129,16 +127,20 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
-    df = load_ml100k()
+    df = to_implicit(load_dataset(args.dataset))
+    os.environ["BENCH_USERS"] = str(df["user_id"].max())
+    os.environ["BENCH_ITEMS"] = str(df["item_id"].max())
     tmp = Path(tempfile.mkdtemp(prefix="vitrina-bench-"))
     script = tmp / "recommend.lua"
     script.write_text(LUA)
     rows = []
-    names = args.models.split(",")
+    runs = parse_models(args.models)
+    names = [r.name for r in runs]
     dirs = {}
-    for name in names:
+    for run in runs:
+        name = run.name
         t0 = time.perf_counter()
-        dirs[name] = make_model(name).fit(df).save(tmp / name)
+        dirs[name] = fit_on_all(make_model(name, run.params), df).save(tmp / name, name=name)
         print(f"trained {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     for n, name in enumerate(names):
         port = free_port()
@@ -170,8 +172,9 @@ def main() -> None:
             proc.wait(10)
         swaps = f"{outcomes.count(200)}/{len(outcomes)}" if n == 0 else "-"
         rows.append((name, paced, sat, swaps))
+    print(f"\ndataset: {args.dataset}, {df.height:,} events; models: {args.models}")
     print(
-        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
         f"Python {platform.python_version()}"
     )
     print(

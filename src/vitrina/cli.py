@@ -161,9 +161,9 @@ def train(
     seed: Annotated[int, typer.Option(help="seed for models that take one")] = 0,
 ) -> None:
     """Fit one model on all events of a dataset and save it (leave-one-out validation for early stopping)."""
-    from vitrina.data.splits import leave_one_out
     from vitrina.evaluation.benchmark import load_data
     from vitrina.evaluation.config import make_config, parse_models
+    from vitrina.evaluation.training import fit_on_all
     from vitrina.models.registry import make_model
 
     try:
@@ -183,12 +183,7 @@ def train(
         m = make_model(runs[0].name, runs[0].params)
         if "seed" in m.get_params() and "seed" not in runs[0].params:
             m = make_model(runs[0].name, {**runs[0].params, "seed": seed})
-        if m.uses_validation:
-            split = leave_one_out(df, validation=False)
-            m.fit(split.train, validation=split.test)
-        else:
-            m.fit(df)
-        m.save(output, name=runs[0].name)
+        fit_on_all(m, df).save(output, name=runs[0].name)
     except VitrinaError as exc:
         raise _fail(exc) from None
     err.print(f"saved {runs[0].name} to {output}")
