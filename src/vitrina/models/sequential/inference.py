@@ -28,7 +28,9 @@ def pad_left(seqs: Sequence[np.ndarray], width: int | None = None) -> np.ndarray
 
 
 @torch.inference_mode()
-def last_hidden(encoder: SequenceEncoder, seqs: Sequence[np.ndarray], causal: bool, device: torch.device) -> torch.Tensor:
+def last_hidden(
+    encoder: SequenceEncoder, seqs: Sequence[np.ndarray], causal: bool, device: torch.device
+) -> torch.Tensor:
     """Hidden state (n x dim) at the last position of each token sequence; sequences are grouped by
     length so that a forward pass pads only to the longest of similar-length neighbours."""
     order = np.argsort([len(s) for s in seqs], kind="stable")

@@ -1,13 +1,14 @@
 """Transformer blocks: the original SASRec block, a pre-LayerNorm block and the LiGR block.
 
-Every block maps ``(x, attn_mask, valid)`` to a tensor of the same shape: ``x`` is
-(batch x len x dim), ``attn_mask`` a boolean (batch x 1 x len x len) mask (True = may attend)
-and ``valid`` a (batch x len x 1) float mask that zeroes padded positions after each block, so
-padding never reaches a real position through the residual stream either.
+Every block maps ``(x, attn_mask)`` to a tensor of the same shape: ``x`` is (batch x len x dim),
+``attn_mask`` a boolean (batch x 1 x len x len) mask (True = may attend). Attention is the only
+operation that mixes positions and it never attends to padded keys, so padding cannot reach a real
+position; whatever padded positions hold is ignored downstream.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -41,7 +42,8 @@ class MultiHeadAttention(nn.Module):
 
 
 class SASRecBlock(nn.Module):
-    """Kang & McAuley (2018): LayerNorm'd query attends, residual; LayerNorm; point-wise ReLU FFN, residual."""
+    """Kang & McAuley (2018): the LayerNorm'd query attends (residual), LayerNorm, then a point-wise
+    ReLU FFN (residual)."""
 
     def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int) -> None:
         super().__init__()
@@ -49,14 +51,18 @@ class SASRecBlock(nn.Module):
         self.attn = MultiHeadAttention(dim, n_heads, dropout)
         self.ln_ffn = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, dim * ffn_mult), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim * ffn_mult, dim), nn.Dropout(dropout)
+            nn.Linear(dim, dim * ffn_mult),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim * ffn_mult, dim),
+            nn.Dropout(dropout),
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         q = self.ln_attn(x)
         h = self.ln_ffn(q + self.drop(self.attn(q, x, attn_mask)))
-        return (h + self.ffn(h)) * valid
+        return h + self.ffn(h)
 
 
 class PreLNBlock(nn.Module):
@@ -72,10 +78,10 @@ class PreLNBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         q = self.ln_attn(x)
         h = x + self.drop(self.attn(q, q, attn_mask))
-        return (h + self.drop(self.ffn(self.ln_ffn(h)))) * valid
+        return h + self.drop(self.ffn(self.ln_ffn(h)))
 
 
 class SwiGLU(nn.Module):
@@ -92,7 +98,10 @@ class SwiGLU(nn.Module):
 
 
 class LiGRBlock(nn.Module):
-    """LiGR (gated residuals): h = x + σ(W1 x + b1) ⊙ Drop(MHA(LN(x))); y = h + σ(W2 h + b2) ⊙ Drop(SwiGLU(LN(h)))."""
+    """LiGR (gated residuals):
+
+    h = x + σ(W1 x + b1) ⊙ Drop(MHA(LN(x))),  y = h + σ(W2 h + b2) ⊙ Drop(SwiGLU(LN(h))).
+    """
 
     def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int) -> None:
         super().__init__()
@@ -104,17 +113,18 @@ class LiGRBlock(nn.Module):
         self.gate_ffn = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         q = self.ln_attn(x)
         h = x + torch.sigmoid(self.gate_attn(x)) * self.drop(self.attn(q, q, attn_mask))
-        y = h + torch.sigmoid(self.gate_ffn(h)) * self.drop(self.ffn(self.ln_ffn(h)))
-        return y * valid
+        return h + torch.sigmoid(self.gate_ffn(h)) * self.drop(self.ffn(self.ln_ffn(h)))
 
 
 _BLOCKS: dict[str, type[nn.Module]] = {"sasrec": SASRecBlock, "preln": PreLNBlock, "ligr": LiGRBlock}
 
 
-def build_layers(name: LayersName, *, dim: int, n_blocks: int, n_heads: int, dropout: float, ffn_mult: int) -> nn.ModuleList:
+def build_layers(
+    name: LayersName, *, dim: int, n_blocks: int, n_heads: int, dropout: float, ffn_mult: int
+) -> nn.ModuleList:
     """``n_blocks`` blocks of the named kind."""
     if name not in _BLOCKS:
         raise ValueError(f"layers must be one of {sorted(_BLOCKS)}, got {name!r}")
@@ -126,7 +136,17 @@ def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
     items (and not in the future when ``causal``). Each position may always attend to itself, so a
     padded query row is never empty (an all-False row would give NaN); its output is zeroed anyway."""
     t = valid.shape[1]
-    mask = valid[:, None, None, :].expand(-1, 1, t, t)
+    mask = valid[:, None, None, :]
     if causal:
-        mask = mask & torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
-    return mask | torch.eye(t, dtype=torch.bool, device=valid.device)
+        mask = mask & _causal(t, valid.device)
+    return mask | _eye(t, valid.device)
+
+
+@functools.cache
+def _causal(t: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(t, t, dtype=torch.bool, device=device).tril()
+
+
+@functools.cache
+def _eye(t: int, device: torch.device) -> torch.Tensor:
+    return torch.eye(t, dtype=torch.bool, device=device)

@@ -18,7 +18,9 @@ class BCE:
 
     full_catalogue = False
 
-    def __call__(self, pos: torch.Tensor, neg: torch.Tensor, keep: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, pos: torch.Tensor, neg: torch.Tensor, keep: torch.Tensor, log_q: torch.Tensor
+    ) -> torch.Tensor:
         return (-F.logsigmoid(pos) - (F.logsigmoid(-neg) * keep).sum(-1)).mean()
 
 
@@ -35,7 +37,9 @@ class GBCE:
         alpha = n_negatives / max(1, n_items - 1)
         self.beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
-    def __call__(self, pos: torch.Tensor, neg: torch.Tensor, keep: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, pos: torch.Tensor, neg: torch.Tensor, keep: torch.Tensor, log_q: torch.Tensor
+    ) -> torch.Tensor:
         return (-self.beta * F.logsigmoid(pos) - (F.logsigmoid(-neg) * keep).sum(-1)).mean()
 
 
@@ -52,7 +56,9 @@ class SampledSoftmax:
     def __init__(self, logq_correction: bool) -> None:
         self.logq_correction = logq_correction
 
-    def __call__(self, pos: torch.Tensor, neg: torch.Tensor, keep: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, pos: torch.Tensor, neg: torch.Tensor, keep: torch.Tensor, log_q: torch.Tensor
+    ) -> torch.Tensor:
         """``log_q``: (n x (1 + m)) log proposal probabilities of [positive, negatives]."""
         logits = torch.cat([pos[:, None], neg.masked_fill(~keep, float("-inf"))], dim=1)
         if self.logq_correction:
@@ -73,7 +79,9 @@ SampledLoss = BCE | GBCE | SampledSoftmax
 Loss = SampledLoss | FullSoftmax
 
 
-def build_loss(name: LossName, *, n_negatives: int, n_items: int, gbce_t: float, logq_correction: bool) -> Loss:
+def build_loss(
+    name: LossName, *, n_negatives: int, n_items: int, gbce_t: float, logq_correction: bool
+) -> Loss:
     if name == "bce":
         return BCE()
     if name == "gbce":

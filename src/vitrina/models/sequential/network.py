@@ -38,7 +38,9 @@ class SequenceEncoder(nn.Module):
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.emb_drop = nn.Dropout(dropout)
-        self.blocks = build_layers(layers, dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, ffn_mult=ffn_mult)
+        self.blocks = build_layers(
+            layers, dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, ffn_mult=ffn_mult
+        )
         self.final_ln = nn.LayerNorm(dim)
         nn.init.normal_(self.item_emb.weight, std=dim**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=dim**-0.5)
@@ -58,12 +60,11 @@ class SequenceEncoder(nn.Module):
         """Blocks over input embeddings ``x`` with a bool ``valid`` mask (split out for tests)."""
         t = x.shape[1]
         pos = torch.arange(t - 1, -1, -1, device=x.device)
-        vmask = valid.unsqueeze(-1).to(x.dtype)
-        h = self.emb_drop(x + self.pos_emb(pos)) * vmask
+        h = self.emb_drop(x + self.pos_emb(pos))
         mask = attention_mask(valid, causal)
         for block in self.blocks:
-            h = block(h, mask, vmask)
-        return self.final_ln(h) * vmask
+            h = block(h, mask)
+        return self.final_ln(h) * valid.unsqueeze(-1).to(h.dtype)
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of catalogue items (n_items x dim), tied to the input ones."""

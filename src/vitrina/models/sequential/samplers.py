@@ -1,6 +1,7 @@
-"""Negative samplers. One set of negatives is drawn per batch and shared by every position, so a
-sampled loss is one (positions x dim) @ (dim x n_negatives) matmul instead of a memory-bound
-gather of (batch x len x n_negatives x dim).
+"""Negative samplers. By default one set of negatives is drawn per batch and shared by every
+position, so a sampled loss is one (positions x dim) @ (dim x n_negatives) matmul instead of a
+memory-bound gather of (batch x len x n_negatives x dim); ``shared_negatives=False`` draws
+``n`` per position instead (the original SASRec's one negative per position).
 
 Item ids here are 0-based catalogue indices. ``log_q`` is the log-probability that the sampler
 proposes an item, used by the logQ correction of the sampled softmax.
@@ -39,8 +40,9 @@ class UniformSampler:
 
 class InBatchSampler:
     """``n`` of the batch's own target items (positives of other positions), drawn without
-    replacement; they follow the target distribution, so ``log_q`` is the log of each item's
-    share of training targets (``target_counts``)."""
+    replacement (with replacement when ``n`` exceeds the batch's positions); they follow the
+    target distribution, so ``log_q`` is the log of each item's share of training targets
+    (``target_counts``)."""
 
     def __init__(self, target_counts: torch.Tensor) -> None:
         self.log_freq = torch.log(target_counts.double().clamp(min=1) / target_counts.sum()).float()
@@ -49,7 +51,11 @@ class InBatchSampler:
         return self.log_freq.to(items.device)[items]
 
     def sample(self, n: int, targets: torch.Tensor, gen: torch.Generator) -> Negatives:
-        pick = torch.randperm(len(targets), generator=gen)[:n].to(targets.device)
+        if n <= len(targets):
+            pick = torch.randperm(len(targets), generator=gen)[:n]
+        else:
+            pick = torch.randint(len(targets), (n,), generator=gen)
+        pick = pick.to(targets.device)
         items = targets[pick]
         return Negatives(items, self.log_q(items))
 

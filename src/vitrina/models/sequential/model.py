@@ -1,0 +1,209 @@
+"""``SequentialTransformer``: one model class whose parts (objective, layers, loss, sampler) are
+chosen by name; SASRec, BERT4Rec, gSASRec and eSASRec are registry entries of it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from vitrina.data.dataset import Dataset
+from vitrina.errors import ConfigError
+from vitrina.models.base import Recommender
+from vitrina.models.sequential.ddp import DistContext
+from vitrina.models.sequential.inference import last_hidden, pad_left
+from vitrina.models.sequential.layers import LayersName
+from vitrina.models.sequential.losses import LossName, build_loss
+from vitrina.models.sequential.network import SequenceEncoder
+from vitrina.models.sequential.objectives import MaskedItem, Objective, ObjectiveName, ShiftedSequence
+from vitrina.models.sequential.samplers import SamplerName, build_sampler
+from vitrina.models.sequential.training import Parts, TrainOptions, ValidationSet, train
+
+
+class SequentialTransformer(Recommender):
+    """Transformer over each user's chronological item sequence; predicts the next item.
+
+    Parts: ``objective`` (``shifted``: causal next-item at every position; ``masked``: BERT4Rec
+    cloze with ``mask_prob``), ``layers`` (``sasrec``, ``preln``, ``ligr`` blocks, FFN width
+    ``ffn_mult * n_factors``), ``loss`` (``bce``/``gbce``/``sampled_softmax`` with ``n_negatives``,
+    shared by the batch unless ``shared_negatives=False``; ``gbce_t``, ``logq_correction``;
+    ``softmax`` over the full catalogue) and
+    ``sampler`` (``uniform``, ``in_batch``, ``mixed``). Training uses Adam (betas 0.9, 0.98), early
+    stopping on validation Recall@10 with ``patience`` and restores the best epoch's weights;
+    ``bucket_by_length`` batches similar-length sequences together (much less padding).
+    ``device="auto"`` picks CUDA when present. Under an initialised ``torch.distributed`` process
+    group ``fit`` trains data-parallel (see :mod:`vitrina.models.sequential.ddp`).
+    """
+
+    supports_history = True
+    uses_validation = True
+
+    def __init__(
+        self,
+        objective: ObjectiveName = "shifted",
+        layers: LayersName = "sasrec",
+        loss: LossName = "bce",
+        sampler: SamplerName = "uniform",
+        n_negatives: int = 1,
+        shared_negatives: bool = True,
+        gbce_t: float = 0.75,
+        logq_correction: bool = False,
+        mask_prob: float = 0.2,
+        n_factors: int = 64,
+        n_blocks: int = 2,
+        n_heads: int = 1,
+        ffn_mult: int = 1,
+        max_len: int = 50,
+        dropout: float = 0.2,
+        batch_size: int = 128,
+        lr: float = 0.001,
+        epochs: int = 200,
+        patience: int = 50,
+        bucket_by_length: bool = True,
+        seed: int = 0,
+        device: str = "auto",
+        verbose: bool = True,
+    ) -> None:
+        self.objective = objective
+        self.layers = layers
+        self.loss = loss
+        self.sampler = sampler
+        self.n_negatives = n_negatives
+        self.shared_negatives = shared_negatives
+        self.gbce_t = gbce_t
+        self.logq_correction = logq_correction
+        self.mask_prob = mask_prob
+        self.n_factors = n_factors
+        self.n_blocks = n_blocks
+        self.n_heads = n_heads
+        self.ffn_mult = ffn_mult
+        self.max_len = max_len
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.lr = lr
+        self.epochs = epochs
+        self.patience = patience
+        self.bucket_by_length = bucket_by_length
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------- parts
+    def _check(self) -> None:
+        checks = {
+            "n_negatives": (self.n_negatives, self.n_negatives >= 1, ">= 1"),
+            "max_len": (self.max_len, self.max_len >= 2, ">= 2"),
+            "n_factors": (
+                self.n_factors,
+                self.n_factors >= 1 and self.n_factors % self.n_heads == 0,
+                f"a positive multiple of n_heads={self.n_heads}",
+            ),
+            "dropout": (self.dropout, 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "mask_prob": (self.mask_prob, 0.0 < self.mask_prob < 1.0, "in (0, 1)"),
+            "epochs": (self.epochs, self.epochs >= 1, ">= 1"),
+            "batch_size": (self.batch_size, self.batch_size >= 1, ">= 1"),
+        }
+        for name, (value, ok, allowed) in checks.items():
+            if not ok:
+                raise ConfigError(f"{type(self).__name__}: {name} must be {allowed}, got {value!r}")
+
+    def _build_encoder(self, n_items: int) -> SequenceEncoder:
+        return SequenceEncoder(
+            n_items,
+            dim=self.n_factors,
+            max_len=self.max_len,
+            layers=self.layers,
+            n_blocks=self.n_blocks,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            ffn_mult=self.ffn_mult,
+        )
+
+    def _build_objective(self, n_items: int) -> Objective:
+        if self.objective == "shifted":
+            return ShiftedSequence(self.max_len)
+        return MaskedItem(self.max_len, self.mask_prob, mask_token=n_items + 1)
+
+    def build_parts(self, n_items: int, item_counts: np.ndarray) -> Parts:
+        """The parts this configuration names, for a catalogue of ``n_items`` (``item_counts``:
+        training events per item, the in-batch sampler's proposal distribution)."""
+        self._check()
+        loss = build_loss(
+            self.loss,
+            n_negatives=self.n_negatives,
+            n_items=n_items,
+            gbce_t=self.gbce_t,
+            logq_correction=self.logq_correction,
+        )
+        sampler = build_sampler(self.sampler, n_items, torch.from_numpy(np.asarray(item_counts)))
+        return Parts(self._build_encoder(n_items), self._build_objective(n_items), loss, sampler)
+
+    # ----------------------------------------------------------------- learning
+    def _fit(self, data: Dataset, validation: Dataset | None) -> None:
+        ctx = DistContext.current()
+        device = ctx.device(self.device)
+        torch.manual_seed(self.seed)
+        n = data.n_items
+        self.seq_indptr_, self.seq_items_ = data.sequence_indptr, data.item_idx.astype(np.int64)
+        parts = self.build_parts(n, np.bincount(data.item_idx, minlength=n))
+        self.network_, self.objective_ = parts.encoder, parts.objective
+        width = self.max_len + self.objective_.extra
+        rows = pad_left([s + 1 for s in self._sequences()], width)
+        rows = rows[(rows > 0).sum(1) >= 1 + self.objective_.extra]  # at least one (input, target) pair
+        val = None
+        if validation is not None and validation.interactions.height:
+            users = validation.user_idx
+            seen = data.seen[users]
+            val = ValidationSet(
+                [self.objective_.inference_tokens(self._history(u)) for u in users],
+                validation.item_idx.astype(np.int64),
+                seen,
+            )
+        opts = TrainOptions(
+            self.epochs,
+            self.patience,
+            self.batch_size,
+            self.lr,
+            self.n_negatives,
+            self.shared_negatives,
+            self.bucket_by_length,
+            self.verbose,
+        )
+        self.training_summary_ = train(parts, rows, val, opts, self.seed, device, ctx)
+        self.network_.to("cpu").eval()
+
+    def _sequences(self) -> list[np.ndarray]:
+        ptr = self.seq_indptr_
+        return [self.seq_items_[ptr[u] : ptr[u + 1]] for u in range(len(ptr) - 1)]
+
+    def _history(self, user: int) -> np.ndarray:
+        return self.seq_items_[self.seq_indptr_[user] : self.seq_indptr_[user + 1]]
+
+    # ----------------------------------------------------------------- scoring
+    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        tokens = [self.objective_.inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories]
+        hidden = last_hidden(self.network_, tokens, self.objective_.causal, torch.device("cpu"))
+        with torch.inference_mode():
+            return (hidden @ self.network_.item_weights().T).numpy()
+
+    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._score_histories([self._history(int(u)) for u in user_idx])
+
+    # ----------------------------------------------------------------- persistence
+    def _get_state(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
+        return {**state, "seq_indptr": self.seq_indptr_, "seq_items": self.seq_items_}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        n_items = len(self.items_)
+        self.network_ = self._build_encoder(n_items)
+        weights = {
+            k.removeprefix("net."): torch.from_numpy(v.copy())
+            for k, v in state.items()
+            if k.startswith("net.")
+        }
+        self.network_.load_state_dict(weights, strict=True)
+        self.network_.eval()
+        self.objective_ = self._build_objective(n_items)
+        self.seq_indptr_, self.seq_items_ = state["seq_indptr"], state["seq_items"]

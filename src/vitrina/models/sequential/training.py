@@ -1,0 +1,209 @@
+"""The training loop: length-bucketed batches, shared negatives, early stopping on validation
+Recall@10 with the best weights restored, a Rich progress bar, and a summary of what happened."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vitrina.models.sequential.ddp import DistContext
+from vitrina.models.sequential.inference import last_hidden, target_ranks
+from vitrina.models.sequential.losses import FullSoftmax, Loss
+from vitrina.models.sequential.network import SequenceEncoder
+from vitrina.models.sequential.objectives import Objective
+from vitrina.models.sequential.samplers import Sampler
+
+K = 10
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int
+    patience: int
+    batch_size: int
+    lr: float
+    n_negatives: int
+    shared_negatives: bool
+    bucket_by_length: bool
+    verbose: bool
+
+
+@dataclass(frozen=True)
+class Parts:
+    encoder: SequenceEncoder
+    objective: Objective
+    loss: Loss
+    sampler: Sampler
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Inference token sequences, the held-out item of each, and the items to exclude from ranking."""
+
+    tokens: list[np.ndarray]
+    targets: np.ndarray
+    seen: sp.csr_matrix
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool
+) -> list[np.ndarray]:
+    """Row indices of each batch, in random batch order. With ``bucket`` rows are sorted by length
+    (ties in random order) before cutting, so a batch pads only to similar lengths."""
+    order = rng.permutation(len(lengths))
+    if bucket:
+        order = order[np.argsort(lengths[order], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _negatives(
+    parts: Parts, targets: np.ndarray, mine: slice, opts: TrainOptions, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Negatives drawn for the global batch (so every rank draws the same): shared (n,) or, without
+    ``shared_negatives``, (positions x n) for this rank's positions."""
+    all_targets = torch.from_numpy(targets[targets >= 0])
+    if opts.shared_negatives:
+        drawn = parts.sampler.sample(opts.n_negatives, all_targets, gen)
+        return drawn.items, drawn.log_q
+    drawn = parts.sampler.sample(opts.n_negatives * len(all_targets), all_targets, gen)
+    per_row = (targets >= 0).sum(1)
+    first, last = int(per_row[: mine.start].sum()), int(per_row[: mine.stop].sum())
+    shape = (len(all_targets), opts.n_negatives)
+    return drawn.items.view(shape)[first:last], drawn.log_q.view(shape)[first:last]
+
+
+def _step_loss(
+    parts: Parts,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor | None,
+    neg_log_q: torch.Tensor | None,
+    net: torch.nn.Module,
+) -> tuple[torch.Tensor, int]:
+    hidden = net(inputs, parts.objective.causal)
+    sel = targets >= 0
+    h, tgt = hidden[sel], targets[sel]
+    weights = parts.encoder.item_weights()
+    if isinstance(parts.loss, FullSoftmax) or negatives is None or neg_log_q is None:
+        return parts.loss(h @ weights.T, tgt), len(tgt)  # type: ignore[call-arg]
+    pos = (h * weights[tgt]).sum(-1)
+    if negatives.dim() == 1:  # shared by the batch: one matmul
+        neg = h @ weights[negatives].T
+        negatives, neg_log_q = negatives.expand(len(tgt), -1), neg_log_q.expand(len(tgt), -1)
+    else:  # per position: a gather of (positions x n x dim)
+        neg = torch.einsum("pd,pnd->pn", h, weights[negatives])
+    keep = negatives != tgt[:, None]
+    log_q = torch.cat([parts.sampler.log_q(tgt)[:, None], neg_log_q], dim=1)
+    return parts.loss(pos, neg, keep, log_q), len(tgt)
+
+
+def validate(parts: Parts, val: ValidationSet, device: torch.device, ctx: DistContext) -> tuple[float, float]:
+    """Recall@10 (= HR@10 with one held-out item) and NDCG@10, full catalogue, seen items excluded."""
+    parts.encoder.eval()
+    part = ctx.shard(len(val.targets))
+    hidden = last_hidden(parts.encoder, val.tokens[part], parts.objective.causal, device)
+    ranks = target_ranks(hidden, parts.encoder.item_weights().detach(), val.targets[part], val.seen[part])
+    hit = ranks < K
+    sums = torch.tensor([hit.sum(), (hit / np.log2(ranks + 2.0)).sum()], dtype=torch.float64)
+    total = ctx.sum(sums.to(device)).cpu().numpy() / max(1, len(val.targets))
+    return float(total[0]), float(total[1])
+
+
+def train(
+    parts: Parts,
+    rows: np.ndarray,
+    val: ValidationSet | None,
+    opts: TrainOptions,
+    seed: int,
+    device: torch.device,
+    ctx: DistContext,
+) -> dict[str, object]:
+    """Train ``parts.encoder`` in place on left-padded token ``rows``; return the training summary."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    enc = parts.encoder.to(device)
+    net = ctx.wrap(enc, device)
+    optim = torch.optim.Adam(enc.parameters(), lr=opts.lr, betas=(0.9, 0.98), fused=True)
+    lengths = (rows > 0).sum(1)
+    best = (-1.0, 0.0, 0, copy.deepcopy(enc.state_dict()))
+    train_s: list[float] = []
+    train_cpu: list[float] = []  # process CPU seconds: less sensitive than wall time to a busy machine
+    val_s: list[float] = []
+    history: list[dict[str, float]] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=not (opts.verbose and ctx.is_main), transient=False) as bar:
+        task = bar.add_task("epoch", total=opts.epochs, info="")
+        for epoch in range(1, opts.epochs + 1):
+            enc.train()
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss_sum, n_batches = 0.0, 0
+            for idx in epoch_batches(lengths, opts.batch_size, rng, opts.bucket_by_length):
+                if len(idx) < ctx.world:
+                    continue
+                width = int(lengths[idx].max())
+                inputs, targets = parts.objective.make_batch(rows[idx, rows.shape[1] - width :], rng)
+                n_global = int((targets >= 0).sum())
+                mine = ctx.shard(len(idx))
+                negs = log_q = None
+                if not parts.loss.full_catalogue:
+                    negs, log_q = _negatives(parts, targets, mine, opts, gen)
+                    negs, log_q = negs.to(device), log_q.to(device)
+                x = torch.from_numpy(inputs[mine]).to(device)
+                y = torch.from_numpy(targets[mine]).to(device)
+                loss, n_local = _step_loss(parts, x, y, negs, log_q, net)
+                optim.zero_grad(set_to_none=True)
+                (loss * (n_local * ctx.world / n_global)).backward()
+                optim.step()
+                loss_sum += float(loss.detach()) * n_local / n_global
+                n_batches += 1
+            train_s.append(time.perf_counter() - t0)
+            train_cpu.append(time.process_time() - c0)
+            mean_loss = float(ctx.sum(torch.tensor([loss_sum], device=device))[0]) / max(1, n_batches)
+            record = {
+                "epoch": epoch,
+                "loss": mean_loss,
+                "train_seconds": train_s[-1],
+                "train_cpu_seconds": train_cpu[-1],
+            }
+            if val is not None:
+                t1 = time.perf_counter()
+                recall, ndcg = validate(parts, val, device, ctx)
+                val_s.append(time.perf_counter() - t1)
+                record.update(val_recall_at_10=recall, val_ndcg_at_10=ndcg)
+                if recall > best[0]:
+                    best = (recall, ndcg, epoch, copy.deepcopy(enc.state_dict()))
+            history.append(record)
+            info = f"loss {mean_loss:.4f}" + (
+                f"  val R@10 {record['val_recall_at_10']:.4f} (best {best[0]:.4f} @ {best[2]})" if val else ""
+            )
+            bar.update(task, advance=1, description=f"epoch {epoch}/{opts.epochs}", info=info)
+            if val is not None and epoch - best[2] >= opts.patience:
+                break
+    if val is not None:
+        enc.load_state_dict(best[3])
+    enc.eval()
+    return {
+        "epochs_trained": len(train_s),
+        "best_epoch": best[2] if val is not None else len(train_s),
+        "epoch_seconds_median": statistics.median(train_s),
+        "epoch_cpu_seconds_median": statistics.median(train_cpu),
+        "validation_seconds_median": statistics.median(val_s) if val_s else 0.0,
+        "best_val_recall_at_10": best[0] if val is not None else None,
+        "best_val_ndcg_at_10": best[1] if val is not None else None,
+        "final_loss": history[-1]["loss"],
+        "world_size": ctx.world,
+        "history": history,
+    }

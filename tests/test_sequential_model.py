@@ -1,0 +1,193 @@
+"""SequentialTransformer end to end on tiny data: learning, registry configurations, save/load."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from vitrina.errors import ConfigError, ModelLoadError
+from vitrina.models.base import load_model
+from vitrina.models.registry import make_model
+from vitrina.models.sequential import SequentialTransformer
+from vitrina.models.sequential.layers import LiGRBlock, PreLNBlock, SASRecBlock
+from vitrina.models.sequential.losses import BCE, GBCE, FullSoftmax, SampledSoftmax
+from vitrina.models.sequential.objectives import MaskedItem, ShiftedSequence
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids OpenMP hand-off costs that dominate on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+FAST = {
+    "n_factors": 16,
+    "n_blocks": 1,
+    "max_len": 10,
+    "batch_size": 32,
+    "lr": 0.01,
+    "verbose": False,
+    "dropout": 0.0,
+}
+
+
+def planted(n_users: int = 150, n_items: int = 20, seed: int = 0) -> pl.DataFrame:
+    """Random sequences in which item 100 is always followed by item 101."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        seq: list[int] = []
+        while len(seq) < 8:
+            seq += [100, 101] if rng.random() < 0.3 else [int(rng.integers(n_items))]
+        rows += [(u, item, t) for t, item in enumerate(seq)]
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row").with_columns(
+        weight=pl.lit(1.0)
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted() -> SequentialTransformer:
+    model = SequentialTransformer(layers="ligr", loss="sampled_softmax", n_negatives=8, epochs=12, **FAST)
+    return model.fit(planted())
+
+
+def test_learns_planted_pattern(fitted: SequentialTransformer) -> None:
+    history = fitted.training_summary_["history"]
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    recs = fitted.recommend_for_history([3, 7, 100], k=3)
+    assert recs["item_id"][0] == 101
+
+
+@pytest.mark.parametrize(
+    ("objective", "layers", "loss"),
+    [("masked", "preln", "softmax"), ("shifted", "sasrec", "gbce"), ("shifted", "sasrec", "bce")],
+)
+def test_other_configurations_learn(objective: str, layers: str, loss: str) -> None:
+    model = SequentialTransformer(
+        objective=objective,  # type: ignore[arg-type]
+        layers=layers,  # type: ignore[arg-type]
+        loss=loss,  # type: ignore[arg-type]
+        n_negatives=8,
+        shared_negatives=loss != "bce",  # bce: negatives drawn per position
+        epochs=15,
+        mask_prob=0.3,
+        **FAST,
+    )
+    model.fit(planted())
+    history = model.training_summary_["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert 101 in model.recommend_for_history([3, 7, 100], k=3)["item_id"].to_list()
+
+
+def test_early_stopping_summary_and_restore() -> None:
+    data = planted()
+    last = pl.col("timestamp") == pl.col("timestamp").max().over("user_id")
+    model = SequentialTransformer(epochs=6, patience=2, **FAST).fit(
+        data.filter(~last), validation=data.filter(last)
+    )
+    s = model.training_summary_
+    assert {"epochs_trained", "best_epoch", "epoch_seconds_median"} <= s.keys()
+    assert 1 <= s["best_epoch"] <= s["epochs_trained"] <= 6
+    assert s["epochs_trained"] == 6 or s["epochs_trained"] - s["best_epoch"] == 2
+    best = max(h["val_recall_at_10"] for h in s["history"])
+    assert s["best_val_recall_at_10"] == best
+
+
+def test_refit_is_deterministic(fitted: SequentialTransformer) -> None:
+    again = SequentialTransformer(**{**fitted.get_params()}).fit(planted())
+    np.testing.assert_allclose(
+        again._score_users(np.arange(5)), fitted._score_users(np.arange(5)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_users_and_histories_agree(fitted: SequentialTransformer) -> None:
+    users = np.arange(10)
+    by_user = fitted._score_users(users)
+    by_hist = fitted._score_histories([fitted._history(int(u)) for u in users])
+    single = np.vstack([fitted._score_histories([fitted._history(int(u))]) for u in users])
+    np.testing.assert_allclose(by_user, by_hist, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(by_user, single, rtol=1e-4, atol=1e-4)
+
+
+def test_single_history_is_fast(fitted: SequentialTransformer) -> None:
+    fitted.recommend_for_history([1, 2, 3], k=10)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        fitted.recommend_for_history([1, 2, 3, 4, 5, 6, 7, 8], k=10)
+    assert (time.perf_counter() - t0) / 20 < 0.05
+
+
+def test_save_load_round_trip(fitted: SequentialTransformer, tmp_path: Path) -> None:
+    path = fitted.save(tmp_path / "m", name="esasrec")
+    loaded = load_model(path)
+    assert isinstance(loaded, SequentialTransformer)
+    np.testing.assert_array_equal(loaded._score_users(np.arange(20)), fitted._score_users(np.arange(20)))
+    a, b = loaded.recommend([0, 1, 2], k=5), fitted.recommend([0, 1, 2], k=5)
+    assert a.equals(b)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "tamper"])
+def test_damaged_state_is_refused(fitted: SequentialTransformer, tmp_path: Path, damage: str) -> None:
+    path = fitted.save(tmp_path / "m", name="esasrec")
+    state = path / "state.safetensors"
+    raw = bytearray(state.read_bytes())
+    if damage == "truncate":
+        state.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        raw[-10] ^= 0xFF
+        state.write_bytes(bytes(raw))
+    with pytest.raises(ModelLoadError, match="checksum"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "objective", "block", "loss", "n_negatives"),
+    [
+        ("sasrec", ShiftedSequence, SASRecBlock, BCE, 1),  # one negative per position
+        ("sasrec-ss", ShiftedSequence, SASRecBlock, SampledSoftmax, 256),
+        ("gsasrec", ShiftedSequence, SASRecBlock, GBCE, 256),
+        ("bert4rec", MaskedItem, PreLNBlock, FullSoftmax, None),
+        ("esasrec", ShiftedSequence, LiGRBlock, SampledSoftmax, 256),
+    ],
+)
+def test_registry_configurations(
+    name: str, objective: type, block: type, loss: type, n_negatives: int | None
+) -> None:
+    model = make_model(name)
+    assert isinstance(model, SequentialTransformer)
+    parts = model.build_parts(50, np.ones(50))
+    assert isinstance(parts.objective, objective)
+    assert all(isinstance(b, block) for b in parts.encoder.blocks)
+    assert isinstance(parts.loss, loss)
+    if n_negatives is not None:
+        assert model.n_negatives == n_negatives
+    assert model.shared_negatives == (name != "sasrec")
+    if name == "gsasrec":
+        assert model.gbce_t == 0.75
+    if name == "esasrec":
+        assert len(parts.encoder.blocks) == 1 and model.ffn_mult == 4
+
+
+def test_registry_overrides_from_strings() -> None:
+    spec = (
+        "n_factors=64,n_blocks=1,n_heads=1,max_len=50,dropout=0.2,n_negatives=256,"
+        "batch_size=128,lr=0.001,epochs=200,patience=50,seed=0"
+    )
+    model = make_model("esasrec", dict(kv.split("=") for kv in spec.split(",")))
+    assert (model.n_factors, model.lr, model.dropout, model.patience) == (64, 0.001, 0.2, 50)
+    with pytest.raises(ConfigError, match="layers"):
+        make_model("esasrec", {"layers": "lstm"})
+
+
+def test_invalid_parameter_is_reported() -> None:
+    with pytest.raises(ConfigError, match="n_heads"):
+        SequentialTransformer(n_factors=10, n_heads=3, verbose=False).fit(planted(20))
