@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning. On a shared CPU spinning
+# threads made small training steps up to ~50x slower (docs/sequential.md); set it to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
