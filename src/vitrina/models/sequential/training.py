@@ -190,6 +190,8 @@ def train(
                 f"  val R@10 {record['val_recall_at_10']:.4f} (best {best[0]:.4f} @ {best[2]})" if val else ""
             )
             bar.update(task, advance=1, description=f"epoch {epoch}/{opts.epochs}", info=info)
+            if opts.verbose and ctx.is_main and not bar.console.is_interactive:  # logs, CI: no live bar
+                bar.console.log(f"epoch {epoch}/{opts.epochs} {info}")
             if val is not None and epoch - best[2] >= opts.patience:
                 break
     if val is not None:
