@@ -35,6 +35,7 @@ __all__ = [
     "EXPOSURE",
     "ITEM_ID",
     "OPTIONAL",
+    "POSITION",
     "PROPENSITY",
     "REQUEST_ID",
     "REQUIRED",
@@ -60,12 +61,13 @@ VALUE: Final = "value"
 ITEM_ID: Final = "item_id"
 PROPENSITY: Final = "propensity"
 REQUEST_ID: Final = "request_id"
+POSITION: Final = "position"  # 0-based slot of item_id in the list shown (exploration logs)
 EXPOSURE: Final = "exposure"
 
 REQUIRED: Final = (TIMESTAMP, UNIT_ID, EXPERIMENT, VARIANT, EVENT, VALUE)
-OPTIONAL: Final = (ITEM_ID, PROPENSITY, REQUEST_ID)
+OPTIONAL: Final = (ITEM_ID, PROPENSITY, REQUEST_ID, POSITION)
 _STRING_COLS: Final = (UNIT_ID, EXPERIMENT, VARIANT, EVENT, ITEM_ID, REQUEST_ID)
-_FLOAT_COLS: Final = (TIMESTAMP, VALUE, PROPENSITY)
+_FLOAT_COLS: Final = (TIMESTAMP, VALUE, PROPENSITY, POSITION)
 _N_EXAMPLES: Final = 5
 
 

@@ -1,12 +1,14 @@
 """Matrix factorisation baselines backed by the ``implicit`` library (CPU): ALS and BPR.
 
-Scores are ``user_factors @ item_factorsᵀ``. ``implicit`` warns when BLAS runs several threads
-(its own threads already parallelise over users), so fitting and solving run with BLAS limited
-to one thread; progress bars are off.
+Scores are ``user_factors @ item_factorsᵀ``; the factors are also exposed as query and item
+vectors (``user_vectors``, ``history_vectors``, ``item_vectors``) for ANN retrieval in serving.
+``implicit`` warns when BLAS runs several threads (its own threads already parallelise over
+users), so fitting and solving run with BLAS limited to one thread; progress bars are off.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,14 +22,36 @@ from vitrina.models.base import Recommender
 
 
 class _ImplicitMF(Recommender):
-    """Shared scoring and state of the two factor models."""
+    """Shared scoring, vectors and state of the two factor models: score = query · item factors."""
 
     supports_history = True
     user_factors_: np.ndarray
     item_factors_: np.ndarray
 
+    @abstractmethod
+    def _history_factors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Query factors (len(histories) x d, float32) folded in from item-index histories."""
+
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
         return self.user_factors_[user_idx] @ self.item_factors_.T
+
+    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return self._history_factors(histories) @ self.item_factors_.T
+
+    def item_vectors(self) -> np.ndarray:
+        """Item factors (n_items x d, float32)."""
+        self._check_fitted()
+        return self.item_factors_
+
+    def user_vectors(self, user_idx: np.ndarray) -> np.ndarray:
+        """User factors (len(user_idx) x d, float32) of known users."""
+        self._check_fitted()
+        return self.user_factors_[np.asarray(user_idx, dtype=np.int64)]
+
+    def history_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Query factors (len(histories) x d, float32) that ``recommend_for_history`` scores with."""
+        self._check_fitted()
+        return self._history_factors(histories)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
@@ -89,14 +113,14 @@ class ALS(_ImplicitMF):
             random_state=self.seed,
         )
 
-    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+    def _history_factors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         with threadpool_limits(1, "blas"):
             model = self._solver()
             model.item_factors = self.item_factors_
             users = model.recalculate_user(
                 np.arange(len(histories)), history_matrix(histories, len(self.items_), binary=False)
             )
-        return users.astype(np.float32) @ self.item_factors_.T
+        return np.asarray(users, dtype=np.float32)
 
 
 class BPR(_ImplicitMF):
@@ -149,8 +173,7 @@ class BPR(_ImplicitMF):
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
 
-    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+    def _history_factors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         rows = history_matrix(histories, len(self.items_))
         lengths = np.maximum(np.diff(rows.indptr), 1).astype(np.float32)
-        users = (rows @ self.item_factors_) / lengths[:, None]
-        return np.asarray(users, dtype=np.float32) @ self.item_factors_.T
+        return np.asarray((rows @ self.item_factors_) / lengths[:, None], dtype=np.float32)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from vitrina.serving.schemas import Exploration
 from vitrina.serving.service import Settings
 
 
@@ -46,6 +47,13 @@ def serve(
     load_in_background: Annotated[
         bool, typer.Option(help="accept connections at once and answer 503 until the model is loaded")
     ] = False,
+    exploration: Annotated[
+        str,
+        typer.Option(
+            help="default logging policy of /recommend: 'off', 'epsilon:E' or 'softmax:T' "
+            "(items then carry propensities, logged with the exposures)"
+        ),
+    ] = "off",
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI at /docs and /openapi.json)."""
@@ -58,6 +66,10 @@ def serve(
             f"got {sqlite_sync!r}; expected 'full' or 'normal'", param_hint="--sqlite-sync"
         )
     sync: Literal["full", "normal"] = "full" if sqlite_sync == "full" else "normal"
+    try:
+        policy = Exploration.parse(exploration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--exploration") from exc
     settings = Settings(
         model_dir=model_dir,
         catalog=catalog,
@@ -71,6 +83,7 @@ def serve(
         ann=ann,
         admin_token=admin_token,
         max_body_bytes=max_body_bytes,
+        exploration=policy,
     )
     logging.basicConfig(level=log_level.upper())
     app = create_app(settings, background_load=load_in_background)

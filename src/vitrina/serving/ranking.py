@@ -1,9 +1,9 @@
 """From a request to ranked item indices: who is asking, one model call, re-scoring, the top-k cut.
 
 The order is fixed: resolve the user and history, build the candidate mask (filters.py), score
-once, re-score (expected value, distance penalty), mask, cut. Nothing is filtered after the cut
-and the model is never called again to refill a short list; the response says how many items
-were eligible instead.
+once, re-score (expected value, distance penalty), mask, cut (or, with exploration, draw the list
+from the masked scores). Nothing is filtered after the cut and the model is never called again to
+refill a short list; the response says how many items were eligible instead.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from vitrina.experiments.ope import epsilon_greedy, softmax_sample
 from vitrina.models import topk
 from vitrina.serving.bundle import ModelBundle
 from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.filters import BadRequest
-from vitrina.serving.schemas import Location, Ranking
+from vitrina.serving.schemas import Exploration, Location, Ranking
 
 #: fallback reasons, as reported in responses and in the ``vitrina_fallbacks_total`` metric
 UNKNOWN_USER = "unknown_user"  # no model row and no usable history: popularity
@@ -105,6 +106,34 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx, val = topk(scores[None, :], k)
     keep = idx[0] >= 0
     return idx[0][keep], val[0][keep]
+
+
+def explore(
+    scores: np.ndarray, k: int, exploration: Exploration, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw up to ``k`` items slot by slot, without replacement, from the finite-score candidates.
+
+    Each slot calls :func:`~vitrina.experiments.ope.epsilon_greedy` on the remaining candidates in
+    score order, or :func:`~vitrina.experiments.ope.softmax_sample` on their scores. Returns
+    ``(indices, scores, propensities)`` in slot order; a propensity is the probability of that item
+    at that slot given the items above it, so over the remaining candidates each slot's sum is 1.
+    """
+    if exploration.policy == "off":
+        raise ValueError("explore() needs an exploration policy; use top_k() for 'off'")
+    cand = np.flatnonzero(np.isfinite(scores))
+    cand = cand[np.argsort(-scores[cand], kind="stable")]
+    picked: list[int] = []
+    props: list[float] = []
+    for _ in range(min(k, cand.size)):
+        if exploration.policy == "epsilon":
+            item, prop = epsilon_greedy(cand, exploration.epsilon, rng)
+        else:
+            item, prop = softmax_sample(cand, scores[cand], exploration.temperature, rng)
+        picked.append(int(item))  # type: ignore[call-overload]
+        props.append(prop)
+        cand = cand[cand != item]
+    idx = np.asarray(picked, dtype=np.int64)
+    return idx, scores[idx], np.asarray(props, dtype=np.float64)
 
 
 def _carousel_value(val: np.ndarray, discount: np.ndarray) -> float:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 MAX_K = 1000
 Id = StrictInt | Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -54,14 +62,67 @@ class _Target(_Body):
         return self
 
 
+class Exploration(_Body):
+    """How the final list is drawn from the eligible candidates: ``off`` (top-k), ``epsilon`` or ``softmax``.
+
+    Written as ``"off"``, ``"epsilon:0.1"`` or ``"softmax:1.0"`` on the command line and in requests.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: Literal["off", "epsilon", "softmax"] = "off"
+    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon-greedy: chance of a uniform pick per slot")
+    temperature: float = Field(1.0, gt=0, description="softmax: temperature of softmax(score / T)")
+
+    @classmethod
+    def parse(cls, spec: str) -> Exploration:
+        """``"off"``, ``"epsilon:E"`` (E in [0, 1]) or ``"softmax:T"`` (T > 0)."""
+        policy, _, param = spec.strip().partition(":")
+        if policy == "off" and not param:
+            return cls()
+        try:
+            value = float(param)
+        except ValueError:
+            value = float("nan")
+        if policy == "epsilon" and 0 <= value <= 1:
+            return cls(policy="epsilon", epsilon=value)
+        if policy == "softmax" and 0 < value < float("inf"):
+            return cls(policy="softmax", temperature=value)
+        raise ValueError(
+            f"exploration {spec!r}: expected 'off', 'epsilon:E' (0 <= E <= 1) or 'softmax:T' (T > 0)"
+        )
+
+    @property
+    def spec(self) -> str:
+        """The string form accepted by :meth:`parse`."""
+        if self.policy == "off":
+            return "off"
+        return f"epsilon:{self.epsilon:g}" if self.policy == "epsilon" else f"softmax:{self.temperature:g}"
+
+
+def _exploration(value: object) -> object:
+    return Exploration.parse(value) if isinstance(value, str) else value
+
+
 class RecommendRequest(_Target):
     k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+    exploration: Annotated[Exploration, BeforeValidator(_exploration)] | None = Field(
+        None,
+        description="'off', 'epsilon:E' or 'softmax:T' (or the object); overrides the service default",
+    )
+    exploration_seed: int | None = Field(
+        None, ge=0, description="seed of this request's exploration draw (random if absent)"
+    )
 
 
 class ScoredItem(BaseModel):
     item_id: Id
     score: float
     distance_km: float | None = None
+    position: int | None = Field(None, description="0-based slot in its list")
+    propensity: float | None = Field(
+        None, description="P(this item at this slot | items above it) under exploration; absent without"
+    )
 
 
 class _Served(BaseModel):
@@ -76,6 +137,7 @@ class _Served(BaseModel):
 
 class RecommendResponse(_Served):
     items: list[ScoredItem]
+    exploration: str = Field("off", description="the logging policy that drew the list")
     n_eligible: int = Field(description="items that passed every filter")
     fewer_than_k: bool
 
@@ -119,7 +181,7 @@ class Event(_Body):
     event: Name = Field(description="'exposure' or an interaction type ('click', 'purchase', ...)")
     item_id: Id | None = None
     timestamp: float | None = Field(None, description="Unix seconds; the server's clock if absent")
-    value: float | None = None
+    value: float = Field(1.0, allow_inf_nan=False, description="amount (e.g. revenue); 1 for a count")
     propensity: float | None = Field(None, ge=0, le=1)
     request_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     experiment: Name | None = None

@@ -17,11 +17,12 @@ from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.catalog import Catalog
 from vitrina.serving.filters import BadRequest, candidate_mask
 from vitrina.serving.metrics import Metrics
-from vitrina.serving.ranking import Target, build_slate, resolve_target, score_candidates, top_k
+from vitrina.serving.ranking import Target, build_slate, explore, resolve_target, score_candidates, top_k
 from vitrina.serving.schemas import (
     CarouselResult,
     EventsRequest,
     EventsResponse,
+    Exploration,
     Filters,
     RecommendRequest,
     RecommendResponse,
@@ -31,6 +32,9 @@ from vitrina.serving.schemas import (
 )
 from vitrina.serving.stores import EXPOSURE, EventStore, LogRow, RedisStore, SQLiteStore
 from vitrina.serving.variants import Assigner, ExperimentPlan, read_plan
+
+#: experiment name of exploration exposures for users in no experiment (variant: the policy spec)
+EXPLORATION_EXPERIMENT = "exploration"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Settings:
     ann: bool = False
     admin_token: str | None = None
     max_body_bytes: int = 1 << 20
+    exploration: Exploration = field(default_factory=Exploration)
 
 
 class ExposureLog:
@@ -140,53 +145,102 @@ class Service:
         self.store.close()
 
     # ----------------------------------------------------------------- ranking
-    def _route(self, user_id: Any, request_id: str) -> tuple[ModelBundle, str | None, str | None]:
-        """The bundle for this user, the experiment that chose it and its variant; logs exposures."""
+    def _route(self, user_id: Any) -> tuple[ModelBundle, str | None, str | None, dict[str, str]]:
+        """The bundle for this user, the experiment that chose it, its variant, and all assignments."""
         if self.assigner is None or user_id is None:
-            return self.default, None, None
+            return self.default, None, None, {}
         assignment = self.assigner.assign(str(user_id))
-        now = time.time()
-        for exp, variant in assignment.items():
-            self.exposures.put(LogRow(now, str(user_id), EXPOSURE, exp, variant, 1.0, request_id=request_id))
         for exp, by_variant in self.variant_models.items():
             if exp in assignment:
                 variant = assignment[exp]
-                return by_variant.get(variant, self.default), exp, variant
+                return by_variant.get(variant, self.default), exp, variant, assignment
         first = next(iter(assignment.items()), (None, None))
-        return self.default, first[0], first[1]
+        return self.default, first[0], first[1], assignment
+
+    def _log_exposures(
+        self,
+        unit_id: str,
+        request_id: str,
+        assignment: dict[str, str],
+        shown: list[ScoredItem] | None = None,
+        exploration: Exploration | None = None,
+    ) -> None:
+        """One row per experiment; with exploration one per experiment and shown item, with propensity.
+
+        Explored requests of users in no experiment are logged under :data:`EXPLORATION_EXPERIMENT`.
+        """
+        now = time.time()
+        if shown is None or exploration is None:
+            for exp, variant in assignment.items():
+                self.exposures.put(LogRow(now, unit_id, EXPOSURE, exp, variant, 1.0, request_id=request_id))
+            return
+        arms = assignment or {EXPLORATION_EXPERIMENT: exploration.spec}
+        for exp, variant in arms.items():
+            for it in shown:
+                row = LogRow(
+                    now,
+                    unit_id,
+                    EXPOSURE,
+                    exp,
+                    variant,
+                    1.0,
+                    item_id=str(it.item_id),
+                    propensity=it.propensity,
+                    request_id=request_id,
+                    position=it.position,
+                )
+                self.exposures.put(row)
 
     def _prepare(
         self, user_id: Any, history: list[Any] | None, filters: Filters
-    ) -> tuple[str, ModelBundle, str | None, str | None, Target, np.ndarray, np.ndarray | None]:
+    ) -> tuple[
+        str, ModelBundle, str | None, str | None, dict[str, str], Target, np.ndarray, np.ndarray | None
+    ]:
         request_id = uuid.uuid4().hex
-        bundle, exp, variant = self._route(user_id, request_id)
+        bundle, exp, variant, assignment = self._route(user_id)
         logged = self.store.history(str(user_id)) if user_id is not None else []
         target = resolve_target(bundle, user_id, history, logged)
         if target.fallback_reason:
             self.metrics.fallback(target.fallback_reason)
         mask, distance = candidate_mask(bundle, filters, target.seen)
-        return request_id, bundle, exp, variant, target, mask, distance
+        return request_id, bundle, exp, variant, assignment, target, mask, distance
 
     @staticmethod
     def _items(
-        bundle: ModelBundle, idx: np.ndarray, val: np.ndarray, distance: np.ndarray | None
+        bundle: ModelBundle,
+        idx: np.ndarray,
+        val: np.ndarray,
+        distance: np.ndarray | None,
+        propensity: np.ndarray | None = None,
     ) -> list[ScoredItem]:
         return [
             ScoredItem(
                 item_id=bundle.item_ids[i],
                 score=float(v),
                 distance_km=None if distance is None or np.isnan(distance[i]) else float(distance[i]),
+                position=pos,
+                propensity=None if propensity is None else float(propensity[pos]),
             )
-            for i, v in zip(idx.tolist(), val.tolist(), strict=True)
+            for pos, (i, v) in enumerate(zip(idx.tolist(), val.tolist(), strict=True))
         ]
 
     def recommend(self, req: RecommendRequest) -> RecommendResponse:
-        request_id, bundle, exp, variant, target, mask, distance = self._prepare(
+        request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(
             req.user_id, req.history, req.filters
         )
         location = req.filters.location
         scores = score_candidates(bundle, target, mask, distance, location, req.ranking, self.ev_model, req.k)
-        idx, val = top_k(scores, req.k)
+        exploration = req.exploration or self.settings.exploration
+        if exploration.policy == "off":
+            idx, val = top_k(scores, req.k)
+            items = self._items(bundle, idx, val, distance)
+            self._log_exposures(str(req.user_id), request_id, assignment)
+        else:
+            rng = np.random.default_rng(req.exploration_seed)
+            idx, val, prop = explore(scores, req.k, exploration, rng)
+            items = self._items(bundle, idx, val, distance, prop)
+            unit = request_id if req.user_id is None else str(req.user_id)
+            self._log_exposures(unit, request_id, assignment, items, exploration)
         return RecommendResponse(
             request_id=request_id,
             model_version=bundle.version,
@@ -195,13 +249,14 @@ class Service:
             fallback=target.fallback_reason is not None,
             fallback_reason=target.fallback_reason,
             unknown_items=target.unknown_items,
-            items=self._items(bundle, idx, val, distance),
+            items=items,
+            exploration=exploration.spec,
             n_eligible=int(mask.sum()),
             fewer_than_k=len(idx) < req.k,
         )
 
     def slate(self, req: SlateRequest) -> SlateResponse:
-        request_id, bundle, exp, variant, target, mask, distance = self._prepare(
+        request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(
             req.user_id, req.history, req.filters
         )
         masks = []
@@ -234,6 +289,7 @@ class Service:
             )
             for c, value, idx, val, n_eligible in filled
         ]
+        self._log_exposures(str(req.user_id), request_id, assignment)
         return SlateResponse(
             request_id=request_id,
             model_version=bundle.version,

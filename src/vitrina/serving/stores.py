@@ -1,8 +1,9 @@
 """Online state: the event log and each user's recent history.
 
 Every row follows the experiments event-log schema (``timestamp``, ``unit_id``, ``experiment``,
-``variant``, ``event``, ``value``, ``item_id``, ``propensity``, ``request_id``). Rows whose event is
-not ``"exposure"`` and that name an item extend the unit's history, in arrival order.
+``variant``, ``event``, ``value``, ``item_id``, ``propensity``, ``request_id``) plus ``position``, the
+0-based slot of an exposed item (logged with exploration). Rows whose event is not ``"exposure"``
+and that name an item extend the unit's history, in arrival order.
 
 * :class:`SQLiteStore` (default, no server): SQLite in WAL mode plus an in-process LRU cache of
   histories. ``append`` returns after the transaction commits (``synchronous=FULL`` by default), so
@@ -37,6 +38,7 @@ class LogRow:
     item_id: str | None = None
     propensity: float | None = None
     request_id: str | None = None
+    position: int | None = None
 
     @property
     def extends_history(self) -> bool:
@@ -84,8 +86,11 @@ class SQLiteStore:
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cols = "timestamp REAL NOT NULL, unit_id TEXT NOT NULL, event TEXT NOT NULL, experiment TEXT, "
-        cols += "variant TEXT, value REAL, item_id TEXT, propensity REAL, request_id TEXT"
+        cols += "variant TEXT, value REAL, item_id TEXT, propensity REAL, request_id TEXT, position INTEGER"
         self._writer.execute(f"CREATE TABLE IF NOT EXISTS event_log (id INTEGER PRIMARY KEY, {cols})")
+        existing = {r[1] for r in self._writer.execute("PRAGMA table_info(event_log)")}
+        if "position" not in existing:  # a state file from before exploration logging
+            self._writer.execute("ALTER TABLE event_log ADD COLUMN position INTEGER")
         self._writer.execute("CREATE INDEX IF NOT EXISTS event_log_unit ON event_log (unit_id, id)")
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
 
@@ -173,6 +178,7 @@ class RedisStore:
             vals = {k: (entry.get(k) or None) for k in COLUMNS}
             for num in ("timestamp", "value", "propensity"):
                 vals[num] = float(vals[num]) if vals[num] is not None else None
+            vals["position"] = int(vals["position"]) if vals["position"] is not None else None
             out.append(LogRow(**vals))  # type: ignore[arg-type]
         return out
 

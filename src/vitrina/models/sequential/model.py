@@ -181,14 +181,35 @@ class SequentialTransformer(Recommender):
         return self.seq_items_[self.seq_indptr_[user] : self.seq_indptr_[user + 1]]
 
     # ----------------------------------------------------------------- scoring
-    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+    # score = last hidden state · tied item embedding, no bias or scale; the vectors serve ANN retrieval
+    def _hidden(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         tokens = [self.objective_.inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories]
-        hidden = last_hidden(self.network_, tokens, self.objective_.causal, torch.device("cpu"))
+        return last_hidden(self.network_, tokens, self.objective_.causal, torch.device("cpu"))
+
+    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        hidden = self._hidden(histories)
         with torch.inference_mode():
             return (hidden @ self.network_.item_weights().T).numpy()
 
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
         return self._score_histories([self._history(int(u)) for u in user_idx])
+
+    def item_vectors(self) -> np.ndarray:
+        """Output item embeddings (n_items x n_factors, float32) in catalogue order, without the
+        padding and [MASK] rows."""
+        self._check_fitted()
+        with torch.inference_mode():
+            return self.network_.item_weights().numpy().copy()
+
+    def user_vectors(self, user_idx: np.ndarray) -> np.ndarray:
+        """Last hidden state (len(user_idx) x n_factors) over each known user's saved sequence."""
+        self._check_fitted()
+        return self.history_vectors([self._history(int(u)) for u in np.asarray(user_idx)])
+
+    def history_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Last hidden state (len(histories) x n_factors) of each item-index history."""
+        self._check_fitted()
+        return self._hidden(histories).numpy()
 
     # ----------------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, np.ndarray]:
