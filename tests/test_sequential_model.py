@@ -191,3 +191,17 @@ def test_registry_overrides_from_strings() -> None:
 def test_invalid_parameter_is_reported() -> None:
     with pytest.raises(ConfigError, match="n_heads"):
         SequentialTransformer(n_factors=10, n_heads=3, verbose=False).fit(planted(20))
+
+
+def test_registry_name_is_the_matching_configuration() -> None:
+    from vitrina.models.popular import Popular
+    from vitrina.models.registry import make_model, registry_name
+
+    class _Unregistered(Popular):
+        pass
+
+    for name in ("sasrec", "sasrec-ss", "gsasrec", "bert4rec", "esasrec"):
+        assert registry_name(make_model(name)) == name
+    assert registry_name(make_model("esasrec", {"n_factors": 128})) == "esasrec"
+    with pytest.raises(ConfigError, match="not in the model registry"):
+        registry_name(_Unregistered())

@@ -157,11 +157,20 @@ def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
 
 
 def registry_name(model: Recommender) -> str:
-    """The registry entry of a model's class (the first one if several share it)."""
-    target = f"{type(model).__module__}:{type(model).__name__}"
-    for name, spec in MODELS.items():
-        if spec.target == target:
+    """The registry entry a model is a configuration of: among the entries of its class, the first
+    whose defaults all agree with the model's parameters (else the class's first entry)."""
+    cls = type(model)
+    entries = [  # by class identity: a target may name the class through a package re-export
+        name
+        for name, spec in MODELS.items()
+        if spec.target.rpartition(":")[2] == cls.__name__ and spec.load_class() is cls
+    ]
+    params = model.get_params()
+    for name in entries:
+        if all(params.get(key) == value for key, value in MODELS[name].defaults.items()):
             return name
+    if entries:
+        return entries[0]
     raise ConfigError(
         f"{type(model).__name__} is not in the model registry; add it to vitrina.models.registry.MODELS"
     )
