@@ -157,8 +157,8 @@ def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
 
 
 def registry_name(model: Recommender) -> str:
-    """The registry entry a model is a configuration of: among the entries of its class, the first
-    whose defaults all agree with the model's parameters (else the class's first entry)."""
+    """The registry entry a model is a configuration of: among the entries of its class, the one
+    whose defaults agree with most of the model's parameters (the first such on ties)."""
     cls = type(model)
     entries = [  # by class identity: a target may name the class through a package re-export
         name
@@ -166,11 +166,8 @@ def registry_name(model: Recommender) -> str:
         if spec.target.rpartition(":")[2] == cls.__name__ and spec.load_class() is cls
     ]
     params = model.get_params()
-    for name in entries:
-        if all(params.get(key) == value for key, value in MODELS[name].defaults.items()):
-            return name
     if entries:
-        return entries[0]
+        return max(entries, key=lambda n: sum(params.get(k) == v for k, v in MODELS[n].defaults.items()))
     raise ConfigError(
         f"{type(model).__name__} is not in the model registry; add it to vitrina.models.registry.MODELS"
     )
