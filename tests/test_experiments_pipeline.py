@@ -164,7 +164,7 @@ def test_analysis_srm_overrides_decision() -> None:
 
 
 def test_sequential_design_analysis() -> None:
-    spec = DesignSpec.model_validate(SPEC.model_dump() | {"sequential": "max_z"})
+    spec = DesignSpec.model_validate(SPEC.model_dump() | {"sequential": "spending"})
     design = plan(spec, _log(3000, 28, 0.0, 8).drop("experiment", "variant"))
     log = _log(3000, 14, 0.5, 9)
     result = analyze(log, design)
@@ -187,7 +187,9 @@ def test_sequential_design_analysis() -> None:
 
 def test_sequential_ratio_primary_and_planned_window() -> None:
     ctr = MetricSpec(name="ctr", kind="ratio", event="click", denominator_event="impression")
-    spec = SPEC.model_copy(update={"primary": ctr, "guardrails": (), "sequential": "max_z", "max_weeks": 1})
+    spec = SPEC.model_copy(
+        update={"primary": ctr, "guardrails": (), "sequential": "spending", "max_weeks": 1}
+    )
     design = plan(spec, _log(3000, 28, 0.0, 13).drop("experiment", "variant"))
     (path,) = analyze(_log(3000, 7, 0.5, 14), design).sequential
     assert path.days.size == 7 and path.p_value[-1] < 0.05

@@ -192,7 +192,7 @@ def _daily_values(
 def _sequential(
     design: Design, events: pl.DataFrame, units: pl.DataFrame, treatment: str, seed: int
 ) -> SequentialPath:
-    """Daily looks at the primary metric: mSPRT, or the re-randomisation spending test (``max_z``).
+    """Daily looks at the primary metric: mSPRT, or the re-randomisation spending test (``spending``).
 
     The pair's units are ordered by exposure time, so the re-drawn labels of the units seen by day k
     and hence the p-values of days 1..k are the same at an interim analysis and at the end.

@@ -100,7 +100,7 @@ class DesignSpec(BaseModel):
     cuped: bool = False
     pre_weeks: int = Field(default=2, ge=1)
     max_weeks: int = Field(default=8, ge=1)
-    sequential: Literal["none", "msprt", "max_z"] = "none"
+    sequential: Literal["none", "msprt", "spending"] = "none"
     correction: Literal["holm", "bh"] = "holm"
     decision: DecisionRule = DecisionRule()
 

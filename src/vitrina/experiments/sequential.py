@@ -14,7 +14,7 @@ Two tests, on looks k = 1..K (last axis; leading axes are independent experiment
   boundary at look k only uses looks 1..k, so the test can stop at any planned look, and its
   (stagewise) p-value at the last planned look is uniform under H0.
 
-Use :func:`spending_test` when the looks are fixed in advance (design ``sequential="max_z"``: daily
+Use :func:`spending_test` when the looks are fixed in advance (design ``sequential="spending"``: daily
 looks over the planned weeks) and full alpha is wanted; use :func:`msprt` when looks are unplanned or
 the horizon is open.
 """
