@@ -53,12 +53,17 @@ def pareto_plot(results: dict[str, Any], path: Path) -> None:
     front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", zorder=3)
-    ax.plot(
-        [pts[i][0] for i in front],
-        [pts[i][1] for i in front],
-        color="tab:orange",
-        label="Pareto front",
-        zorder=2,
+    front_x, front_y = [pts[i][0] for i in front], [pts[i][1] for i in front]
+    ax.plot(front_x, front_y, color="tab:orange", zorder=2)
+    ax.scatter(  # rings, so a front of one run is visible too
+        front_x,
+        front_y,
+        s=160,
+        facecolors="none",
+        edgecolors="tab:orange",
+        linewidths=2,
+        label="Pareto front (not dominated)",
+        zorder=4,
     )
     for r, (x, y) in zip(runs, pts, strict=True):
         ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
