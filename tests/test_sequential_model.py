@@ -112,8 +112,8 @@ def test_refit_is_deterministic(fitted: SequentialTransformer) -> None:
 def test_users_and_histories_agree(fitted: SequentialTransformer) -> None:
     users = np.arange(10)
     by_user = fitted._score_users(users)
-    by_hist = fitted._score_histories([fitted._history(int(u)) for u in users])
-    single = np.vstack([fitted._score_histories([fitted._history(int(u))]) for u in users])
+    by_hist = fitted._score_histories([fitted.user_history(int(u)) for u in users])
+    single = np.vstack([fitted._score_histories([fitted.user_history(int(u))]) for u in users])
     np.testing.assert_allclose(by_user, by_hist, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(by_user, single, rtol=1e-4, atol=1e-4)
 

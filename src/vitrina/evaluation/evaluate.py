@@ -85,8 +85,8 @@ def evaluate(
         n_train_users=history.n_users,
         item_vectors=_pad_rows(item_vectors) if item_vectors is not None else None,
         expected=expected,
+        n_items=history.n_items,
     )
-    metrics[f"coverage@{k}"] = float(len(np.unique(topk[topk >= 0])) / history.n_items)
     return Evaluation(metrics, seconds, topk)
 
 

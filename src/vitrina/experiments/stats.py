@@ -14,7 +14,7 @@ Statistics add with ``+`` (e.g. daily or per-shard partial sums).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -156,14 +156,21 @@ class EffectEstimate:
         return self.effect / self.control
 
 
-def _normal_estimate(
-    control: Num, treatment: Num, var: Num, alpha: float, p_se: Num | None = None
+def _estimate(
+    control: Num,
+    treatment: Num,
+    var: Num,
+    alpha: float,
+    p_se: Num | None = None,
+    dist: Any = sps.norm,
 ) -> EffectEstimate:
+    """Difference ``treatment - control`` with a two-sided test and interval from ``dist`` (the
+    normal, or a frozen t for Welch); ``p_se`` is the standard error under H0 if it differs."""
     effect = treatment - control
     se = np.sqrt(var)
-    z = sps.norm.ppf(1 - alpha / 2)
+    z = dist.ppf(1 - alpha / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = 2 * sps.norm.sf(np.abs(effect) / (se if p_se is None else p_se))
+        p = 2 * dist.sf(np.abs(effect) / (se if p_se is None else p_se))
     return EffectEstimate(
         control=control,
         treatment=treatment,
@@ -182,21 +189,7 @@ def welch_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05) ->
     vt = treatment.var / treatment.n
     var = vc + vt
     dof = var * var / (vc * vc / (control.n - 1) + vt * vt / (treatment.n - 1))
-    effect = treatment.mean - control.mean
-    se = np.sqrt(var)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = 2 * sps.t.sf(np.abs(effect) / se, dof)
-    q = sps.t.ppf(1 - alpha / 2, dof)
-    return EffectEstimate(
-        control=control.mean,
-        treatment=treatment.mean,
-        effect=effect,
-        se=_f(se),
-        ci_low=_f(effect - q * se),
-        ci_high=_f(effect + q * se),
-        p_value=_f(p),
-        alpha=alpha,
-    )
+    return _estimate(control.mean, treatment.mean, var, alpha, dist=sps.t(dof))
 
 
 def two_proportion_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05) -> EffectEstimate:
@@ -209,7 +202,7 @@ def two_proportion_test(control: MeanStats, treatment: MeanStats, alpha: float =
     pooled = (control.sum + treatment.sum) / (control.n + treatment.n)
     p_se = np.sqrt(pooled * (1 - pooled) * (1 / control.n + 1 / treatment.n))
     var = pc * (1 - pc) / control.n + pt * (1 - pt) / treatment.n
-    return _normal_estimate(pc, pt, var, alpha, p_se=p_se)
+    return _estimate(pc, pt, var, alpha, p_se=p_se)
 
 
 def _ratio_and_var(s: PairStats) -> tuple[Num, Num]:
@@ -229,7 +222,7 @@ def ratio_test(control: PairStats, treatment: PairStats, alpha: float = 0.05) ->
     """
     rc, vc = _ratio_and_var(control)
     rt, vt = _ratio_and_var(treatment)
-    return _normal_estimate(rc, rt, vc + vt, alpha)
+    return _estimate(rc, rt, vc + vt, alpha)
 
 
 def cuped_theta(control: PairStats, treatment: PairStats) -> Num:

@@ -43,6 +43,7 @@ def compute_metrics(
     n_train_users: int | None = None,
     item_vectors: np.ndarray | sp.spmatrix | sp.sparray | None = None,
     expected: np.ndarray | None = None,
+    n_items: int | None = None,
 ) -> dict[str, float]:
     """All metrics at cut-off ``k`` as ``{"ndcg@10": ..., "n_users_evaluated": ...}``.
 
@@ -51,7 +52,9 @@ def compute_metrics(
     counts them. Per-user values undefined for an evaluated user (ILD with fewer than two items,
     novelty/ARP with an empty list) are skipped in the mean. Novelty and ARP need
     ``item_popularity`` and ``n_train_users`` together; ILD needs ``item_vectors``; serendipity
-    needs ``expected``. Values are not rounded.
+    needs ``expected``. Coverage divides by ``n_items``, the catalogue size (default: the columns
+    of ``truth``; pass it when ``truth`` has extra columns, e.g. for test items unknown to
+    training). Values are not rounded.
 
     >>> import numpy as np, scipy.sparse as sp
     >>> topk = np.array([[2, 0, 1], [4, 3, -1], [0, 1, 2]])
@@ -69,14 +72,14 @@ def compute_metrics(
         )
     cut = check_topk(topk, k)
     rel = relevant_matrix(truth, cut.shape[0])
-    n_items = rel.shape[1]
+    n_columns = rel.shape[1]
     n_rel = n_relevant(rel)
     evaluated = n_rel > 0
     hits = hit_matrix(cut, rel)[evaluated]
     n_rel = n_rel[evaluated]
     lists = cut[evaluated]
     out: dict[str, float] = {f"{name}@{k}": _mean(fn(hits, n_rel)) for name, fn in _ACCURACY.items()}
-    out[f"coverage@{k}"] = coverage_of(lists, n_items)
+    out[f"coverage@{k}"] = coverage_of(lists, n_columns if n_items is None else n_items)
     if item_popularity is not None and n_train_users is not None:
         pop = check_popularity(item_popularity, n_train_users)
         check_items(cut, pop.size, "item_popularity")
@@ -87,7 +90,7 @@ def compute_metrics(
         check_items(cut, unit.shape[0], "item_vectors")
         out[f"ild@{k}"] = _mean(intra_list_diversity_of(lists, unit))
     if expected is not None:
-        obvious = check_expected(expected, cut.shape[0], n_items)[evaluated]
-        out[f"serendipity@{k}"] = _mean(serendipity_from_hits(hits, n_rel, lists, obvious, n_items))
+        obvious = check_expected(expected, cut.shape[0], n_columns)[evaluated]
+        out[f"serendipity@{k}"] = _mean(serendipity_from_hits(hits, n_rel, lists, obvious, n_columns))
     out["n_users_evaluated"] = int(evaluated.sum())
     return out

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vitrina.experiments.schema import EXPOSURE
 from vitrina.serving.bundle import ModelBundle
 from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.catalog import Catalog
@@ -30,7 +31,7 @@ from vitrina.serving.schemas import (
     SlateRequest,
     SlateResponse,
 )
-from vitrina.serving.stores import EXPOSURE, EventStore, LogRow, RedisStore, SQLiteStore
+from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 from vitrina.serving.variants import Assigner, ExperimentPlan, read_plan
 
 #: experiment name of exploration exposures for users in no experiment (variant: the policy spec)

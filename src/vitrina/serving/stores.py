@@ -22,7 +22,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Literal, Protocol
 
-EXPOSURE = "exposure"
+from vitrina.experiments.schema import EXPOSURE
 
 
 @dataclass(frozen=True)

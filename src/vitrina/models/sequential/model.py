@@ -145,18 +145,17 @@ class SequentialTransformer(Recommender):
         device = ctx.device(self.device)
         torch.manual_seed(self.seed)
         n = data.n_items
-        self.seq_indptr_, self.seq_items_ = data.sequence_indptr, data.item_idx.astype(np.int64)
         parts = self.build_parts(n, np.bincount(data.item_idx, minlength=n))
         self.network_, self.objective_ = parts.encoder, parts.objective
         width = self.max_len + self.objective_.extra
-        rows = pad_left([s + 1 for s in self._sequences()], width)
+        rows = pad_left([data.sequence(u) + 1 for u in range(data.n_users)], width)
         rows = rows[(rows > 0).sum(1) >= 1 + self.objective_.extra]  # at least one (input, target) pair
         val = None
         if validation is not None and validation.interactions.height:
             users = validation.user_idx
             seen = data.seen[users]
             val = ValidationSet(
-                [self.objective_.inference_tokens(self._history(u)) for u in users],
+                [self.objective_.inference_tokens(data.sequence(u)) for u in users],
                 validation.item_idx.astype(np.int64),
                 seen,
             )
@@ -173,13 +172,6 @@ class SequentialTransformer(Recommender):
         self.training_summary_ = train(parts, rows, val, opts, self.seed, device, ctx)
         self.network_.to("cpu").eval()
 
-    def _sequences(self) -> list[np.ndarray]:
-        ptr = self.seq_indptr_
-        return [self.seq_items_[ptr[u] : ptr[u + 1]] for u in range(len(ptr) - 1)]
-
-    def _history(self, user: int) -> np.ndarray:
-        return self.seq_items_[self.seq_indptr_[user] : self.seq_indptr_[user + 1]]
-
     # ----------------------------------------------------------------- scoring
     # score = last hidden state · tied item embedding, no bias or scale; the vectors serve ANN retrieval
     def _hidden(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
@@ -192,7 +184,7 @@ class SequentialTransformer(Recommender):
             return (hidden @ self.network_.item_weights().T).numpy()
 
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._score_histories([self._history(int(u)) for u in user_idx])
+        return self._score_histories([self.user_history(int(u)) for u in user_idx])
 
     def item_vectors(self) -> np.ndarray:
         """Output item embeddings (n_items x n_factors, float32) in catalogue order, without the
@@ -204,7 +196,7 @@ class SequentialTransformer(Recommender):
     def user_vectors(self, user_idx: np.ndarray) -> np.ndarray:
         """Last hidden state (len(user_idx) x n_factors) over each known user's saved sequence."""
         self._check_fitted()
-        return self.history_vectors([self._history(int(u)) for u in np.asarray(user_idx)])
+        return self.history_vectors([self.user_history(int(u)) for u in np.asarray(user_idx)])
 
     def history_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Last hidden state (len(histories) x n_factors) of each item-index history."""
@@ -213,8 +205,7 @@ class SequentialTransformer(Recommender):
 
     # ----------------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, np.ndarray]:
-        state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
-        return {**state, "seq_indptr": self.seq_indptr_, "seq_items": self.seq_items_}
+        return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         n_items = len(self.items_)
@@ -227,4 +218,3 @@ class SequentialTransformer(Recommender):
         self.network_.load_state_dict(weights, strict=True)
         self.network_.eval()
         self.objective_ = self._build_objective(n_items)
-        self.seq_indptr_, self.seq_items_ = state["seq_indptr"], state["seq_items"]
