@@ -30,9 +30,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sequential_quality import BEAUTY, load_loo
+from sequential_quality import load_loo
 
 from vitrina.data.dataset import Dataset
+from vitrina.data.datasets import resolve
 from vitrina.models.registry import make_model
 
 CONFIG = "n_factors=64,n_blocks=1,n_heads=1,max_len=50,dropout=0.2,n_negatives=256,batch_size=128,lr=0.001"
@@ -95,10 +96,10 @@ def main() -> None:
     ap.add_argument("--rectools-epochs", type=int, default=2)
     ap.add_argument("--vitrina-epochs", type=int, default=5, help="per run; vitrina runs twice")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--data", type=Path, default=BEAUTY)
+    ap.add_argument("--data", type=Path, default=None, help="S3-Rec file (default: beauty in the data home)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train, val, _ = load_loo(args.data)
+    train, val, _ = load_loo(args.data or resolve("beauty")[0])
     train_ds = Dataset.from_interactions(train)
     load = [os.getloadavg()]
     before = vitrina_epochs(train_ds, val, args.vitrina_epochs)

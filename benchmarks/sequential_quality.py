@@ -20,63 +20,47 @@ from pathlib import Path
 # threads made a 2-thread epoch up to ~50x slower in our measurements (see docs/sequential.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
 import polars as pl
 import torch
 
-from vitrina.data.dataset import Dataset
+from vitrina.data.datasets import resolve
+from vitrina.data.loaders import load_s3rec
+from vitrina.data.splits import leave_one_out
+from vitrina.evaluation.config import ModelRun, parse_models
+from vitrina.evaluation.evaluate import build_truth, evaluate, history_dataset
 from vitrina.models.registry import make_model
 
-BEAUTY = Path("/work/shared/datasets/amazon-beauty/s3rec/Beauty.txt")
+Parts = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
 
 
-def load_loo(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(train, validation, test) interaction frames; the position in a line is the timestamp."""
-    users, items, pos = [], [], []
-    for line in path.read_text().splitlines():
-        user, *seq = line.split()
-        users += [int(user)] * len(seq)
-        items += [int(i) for i in seq]
-        pos += range(len(seq))
-    df = pl.DataFrame({"user_id": users, "item_id": items, "timestamp": pos}).with_columns(weight=pl.lit(1.0))
-    from_end = pl.col("timestamp").rank("ordinal", descending=True).over("user_id")
-    return df.filter(from_end > 2), df.filter(from_end == 2), df.filter(from_end == 1)
+def load_loo(path: Path) -> Parts:
+    """(train, validation, test) of an S3-Rec file, by vitrina's leave-one-out split."""
+    split = leave_one_out(load_s3rec(path))
+    return split.train, split.validation, split.test
 
 
-def parse(spec: str) -> tuple[str, dict[str, str]]:
-    name, _, rest = spec.partition(":")
-    return name, dict(kv.split("=", 1) for kv in rest.split(",") if kv)
-
-
-def evaluate(
-    spec: str, data: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], quiet: bool
-) -> dict[str, object]:
+def run(spec: ModelRun, data: Parts, quiet: bool) -> dict[str, object]:
     train, val, test = data
-    name, params = parse(spec)
-    model = make_model(name, {**params, **({"verbose": "false"} if quiet else {})})
+    model = make_model(spec.name, {**spec.params, **({"verbose": "false"} if quiet else {})})
     t0 = time.perf_counter()
-    model.fit(Dataset.from_interactions(train), validation=val)
+    model.fit(train, validation=val)
     fit_s = time.perf_counter() - t0
-    ds = Dataset(train.head(0), model.users_, model.items_).subset(pl.concat([train, val]))
-    test_ds = ds.subset(test)
-    users = test_ds.user_idx
-    t1 = time.perf_counter()
-    top, _ = model.recommend_histories_indices([ds.sequence(int(u)) for u in users], 10)
-    hit = top == test_ds.item_idx[:, None]
-    rank = np.where(hit.any(1), hit.argmax(1), -1)
+    history = history_dataset(model, pl.concat([train, val]))
+    truth = build_truth(history, test)  # test items unknown to training count as misses
+    result = evaluate(model, history, truth, k=10)
     summary = dict(model.training_summary_)
     summary["history"] = [
         {k: round(v, 5) for k, v in h.items() if k in ("epoch", "loss", "val_recall_at_10")}
         for h in summary["history"]
     ]
     return {
-        "model": spec,
-        "test_users": test.height,  # users whose test item is unknown to training count as misses
-        "test_users_ranked": len(users),
-        "ndcg@10": float((1 / np.log2(rank[rank >= 0] + 2.0)).sum() / test.height),
-        "hr@10": float((rank >= 0).sum() / test.height),
+        "model": spec.name,
+        "params": spec.params,
+        "test_users": int(result.metrics["n_users_evaluated"]),
+        "ndcg@10": result.metrics["ndcg@10"],
+        "hr@10": result.metrics["hr@10"],
         "fit_seconds": fit_s,
-        "test_ranking_seconds": time.perf_counter() - t1,
+        "test_ranking_seconds": result.recommend_seconds,
         "summary": summary,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_avg": os.getloadavg(),
@@ -86,14 +70,14 @@ def evaluate(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="registry name with overrides, e.g. esasrec:n_factors=128")
-    ap.add_argument("--data", type=Path, default=BEAUTY)
+    ap.add_argument("--data", type=Path, default=None, help="S3-Rec file (default: beauty in the data home)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_loo(args.data)
-    for spec in args.models:
-        print(json.dumps(evaluate(spec, data, args.quiet)), flush=True)
+    data = load_loo(args.data or resolve("beauty")[0])
+    for spec in parse_models(",".join(args.models)):
+        print(json.dumps(run(spec, data, args.quiet)), flush=True)
 
 
 if __name__ == "__main__":
