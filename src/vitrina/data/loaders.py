@@ -66,28 +66,21 @@ def _split_fields(path: Path, lines: pl.DataFrame, sep: str, names: list[str]) -
     )
 
 
-def _ints(path: Path, df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+def _cast(
+    path: Path, df: pl.DataFrame, columns: list[str], dtype: type[pl.DataType] = pl.Int64
+) -> pl.DataFrame:
+    """Cast text fields to ``dtype``, failing on the first value that is not one, naming its line."""
+    expected = "an integer" if dtype == pl.Int64 else "a number"
     for col in columns:
-        cast = df[col].cast(pl.Int64, strict=False)
+        cast = df[col].cast(dtype, strict=False)
         bad = cast.is_null()
         if bad.any():
             row = df.filter(bad).row(0, named=True)
             raise DataValidationError(
-                f"{path}, line {row['line']}, field '{col}': expected an integer, got {row[col]!r}"
+                f"{path}, line {row['line']}, field '{col}': expected {expected}, got {row[col]!r}"
             )
         df = df.with_columns(cast.alias(col))
     return df
-
-
-def _numbers(path: Path, df: pl.DataFrame, col: str) -> pl.DataFrame:
-    cast = df[col].cast(pl.Float64, strict=False)
-    bad = cast.is_null()
-    if bad.any():
-        row = df.filter(bad).row(0, named=True)
-        raise DataValidationError(
-            f"{path}, line {row['line']}, field '{col}': expected a number, got {row[col]!r}"
-        )
-    return df.with_columns(cast.alias(col))
 
 
 def _finish(path: Path, df: pl.DataFrame, duplicates: DuplicatePolicy = "keep") -> pl.DataFrame:
@@ -110,11 +103,11 @@ def load_movielens(path: str | Path, *, duplicates: DuplicatePolicy = "keep") ->
     sep = "::" if "::" in first else "\t"
     n_fields = len(first.split(sep))
     if n_fields == 2 and sep == "::":
-        df = _ints(path, _split_fields(path, lines, sep, [USER, ITEM]), [USER, ITEM])
+        df = _cast(path, _split_fields(path, lines, sep, [USER, ITEM]), [USER, ITEM])
         df = df.with_columns(pl.col("line").cast(pl.Int64).alias(TIMESTAMP), pl.lit(1.0).alias(WEIGHT))
     else:
         df = _split_fields(path, lines, sep, [USER, ITEM, WEIGHT, TIMESTAMP])
-        df = _numbers(path, _ints(path, df, [USER, ITEM, TIMESTAMP]), WEIGHT)
+        df = _cast(path, _cast(path, df, [USER, ITEM, TIMESTAMP]), [WEIGHT], pl.Float64)
     return _finish(path, df, duplicates)
 
 
@@ -143,7 +136,7 @@ def load_s3rec(path: str | Path) -> pl.DataFrame:
     if empty.any():
         row = df.filter(empty).row(0, named=True)
         raise DataValidationError(f"{path}, line {row['line']}: two spaces in a row (empty item id)")
-    df = _ints(path, df, [USER, ITEM])
+    df = _cast(path, df, [USER, ITEM])
     df = df.with_columns(pl.int_range(pl.len()).over("line").alias(TIMESTAMP), pl.lit(1.0).alias(WEIGHT))
     users = df.group_by(USER).agg(pl.col("line").n_unique().alias("n"), pl.col("line").min().alias("l"))
     dup = users.filter(pl.col("n") > 1)
@@ -164,7 +157,7 @@ def load_pairs(path: str | Path) -> pl.DataFrame:
     lines = _lines(path)
     if lines.height == 0:
         raise DataValidationError(f"{path}: no interactions found (empty file)")
-    df = _ints(
+    df = _cast(
         path,
         _split_fields(path, lines.with_columns(pl.col("text").str.strip_chars()), " ", [USER, ITEM]),
         [USER, ITEM],
