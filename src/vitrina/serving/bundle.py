@@ -123,10 +123,8 @@ class ModelBundle:
             out = np.full(self.n_items, -np.inf, dtype=np.float32)
             out[idx[idx >= 0]] = val[idx >= 0]
             return out
-        # The base class exposes scores only through top-k; serving needs the whole row to
-        # re-rank by expected value or distance before the cut (see docs/serving.md).
+        # The whole row (a fresh float32 copy): serving re-ranks by expected value or distance
+        # before the cut (see docs/serving.md).
         if history is None:
-            block = model.score_users(np.array([user], dtype=np.int64))
-        else:
-            block = model.score_histories([history])
-        return np.array(block[0], dtype=np.float32, copy=True)
+            return model.score_users(np.array([user], dtype=np.int64))[0]
+        return model.score_histories([history])[0]
