@@ -131,12 +131,15 @@ def build_layers(
     return nn.ModuleList(_BLOCKS[name](dim, n_heads, dropout, ffn_mult) for _ in range(n_blocks))
 
 
-def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
+def attention_mask(valid: torch.Tensor, causal: bool, segments: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean (batch x 1 x len x len) mask from a (batch x len) bool ``valid``: keys must be real
-    items (and not in the future when ``causal``). Each position may always attend to itself, so a
-    padded query row is never empty (an all-False row would give NaN); its output is zeroed anyway."""
+    items (and not in the future when ``causal``; within the query's own segment when ``segments``
+    labels packed sequences). Each position may always attend to itself, so a padded query row is
+    never empty (an all-False row would give NaN); its output is zeroed anyway."""
     t = valid.shape[1]
     mask = valid[:, None, None, :]
+    if segments is not None:
+        mask = mask & (segments[:, None, :, None] == segments[:, None, None, :])
     if causal:
         mask = mask & _causal(t, valid.device)
     return mask | _eye(t, valid.device)

@@ -31,7 +31,8 @@ class SequentialTransformer(Recommender):
     ``softmax`` over the full catalogue) and
     ``sampler`` (``uniform``, ``in_batch``, ``mixed``). Training uses Adam (betas 0.9, 0.98), early
     stopping on validation Recall@10 with ``patience`` and restores the best epoch's weights;
-    ``bucket_by_length`` batches similar-length sequences together (much less padding).
+    batches are random users; ``pack`` lays several short sequences into one row (attention kept
+    within each), which removes most padding without biasing batches towards one length.
     ``device="auto"`` picks CUDA when present. Under an initialised ``torch.distributed`` process
     group ``fit`` trains data-parallel (see :mod:`vitrina.models.sequential.ddp`).
     """
@@ -60,7 +61,7 @@ class SequentialTransformer(Recommender):
         lr: float = 0.001,
         epochs: int = 200,
         patience: int = 50,
-        bucket_by_length: bool = True,
+        pack: bool = True,
         seed: int = 0,
         device: str = "auto",
         verbose: bool = True,
@@ -84,7 +85,7 @@ class SequentialTransformer(Recommender):
         self.lr = lr
         self.epochs = epochs
         self.patience = patience
-        self.bucket_by_length = bucket_by_length
+        self.pack = pack
         self.seed = seed
         self.device = device
         self.verbose = verbose
@@ -166,7 +167,7 @@ class SequentialTransformer(Recommender):
             self.lr,
             self.n_negatives,
             self.shared_negatives,
-            self.bucket_by_length,
+            self.pack,
             self.verbose,
         )
         self.training_summary_ = train(parts, rows, val, opts, self.seed, device, ctx)

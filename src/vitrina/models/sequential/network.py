@@ -51,17 +51,34 @@ class SequenceEncoder(nn.Module):
     def mask_token(self) -> int:
         return self.n_items + 1
 
-    def forward(self, seq: torch.Tensor, causal: bool) -> torch.Tensor:
-        """Hidden states (batch x len x dim) of left-padded token ids (batch x len); padded rows are 0."""
-        valid = seq != PAD
-        return self.encode(self.item_emb(seq) * math.sqrt(self.dim), valid, causal)
+    def forward(
+        self,
+        seq: torch.Tensor,
+        causal: bool,
+        segments: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states (batch x len x dim) of left-padded token ids (batch x len); padded rows are 0.
 
-    def encode(self, x: torch.Tensor, valid: torch.Tensor, causal: bool) -> torch.Tensor:
+        Packed rows (see :mod:`~vitrina.models.sequential.packing`) pass ``segments`` (attention stays
+        within a segment) and ``positions`` (counted from each segment's last item)."""
+        valid = seq != PAD
+        return self.encode(self.item_emb(seq) * math.sqrt(self.dim), valid, causal, segments, positions)
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        causal: bool,
+        segments: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Blocks over input embeddings ``x`` with a bool ``valid`` mask (split out for tests)."""
-        t = x.shape[1]
-        pos = torch.arange(t - 1, -1, -1, device=x.device)
-        h = self.emb_drop(x + self.pos_emb(pos))
-        mask = attention_mask(valid, causal)
+        if positions is None:
+            t = x.shape[1]
+            positions = torch.arange(t - 1, -1, -1, device=x.device)
+        h = self.emb_drop(x + self.pos_emb(positions))
+        mask = attention_mask(valid, causal, segments)
         for block in self.blocks:
             h = block(h, mask)
         return self.final_ln(h) * valid.unsqueeze(-1).to(h.dtype)

@@ -1,5 +1,6 @@
-"""The training loop: length-bucketed batches, shared negatives, early stopping on validation
-Recall@10 with the best weights restored, a Rich progress bar, and a summary of what happened."""
+"""The training loop: random batches packed into few rows, sampled negatives, early stopping on
+validation Recall@10 with the best weights restored, a Rich progress bar, and a summary of what
+happened."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from vitrina.models.sequential.inference import last_hidden, target_ranks
 from vitrina.models.sequential.losses import FullSoftmax, Loss
 from vitrina.models.sequential.network import SequenceEncoder
 from vitrina.models.sequential.objectives import Objective
+from vitrina.models.sequential.packing import pack
 from vitrina.models.sequential.samplers import Sampler
 
 K = 10
@@ -31,7 +33,7 @@ class TrainOptions:
     lr: float
     n_negatives: int
     shared_negatives: bool
-    bucket_by_length: bool
+    pack: bool
     verbose: bool
 
 
@@ -52,16 +54,10 @@ class ValidationSet:
     seen: sp.csr_matrix
 
 
-def epoch_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool
-) -> list[np.ndarray]:
-    """Row indices of each batch, in random batch order. With ``bucket`` rows are sorted by length
-    (ties in random order) before cutting, so a batch pads only to similar lengths."""
-    order = rng.permutation(len(lengths))
-    if bucket:
-        order = order[np.argsort(lengths[order], kind="stable")]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+def epoch_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of each batch: a fresh random permutation cut into ``batch_size`` pieces."""
+    order = rng.permutation(n_rows)
+    return [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
 
 
 def _negatives(
@@ -82,15 +78,29 @@ def _negatives(
 
 def _step_loss(
     parts: Parts,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    inputs: np.ndarray,
+    targets: np.ndarray,
     negatives: torch.Tensor | None,
     neg_log_q: torch.Tensor | None,
     net: torch.nn.Module,
+    packed: bool,
+    device: torch.device,
 ) -> tuple[torch.Tensor, int]:
-    hidden = net(inputs, parts.objective.causal)
-    sel = targets >= 0
-    h, tgt = hidden[sel], targets[sel]
+    """Mean loss over this rank's target positions, and their number. Per-position negatives come
+    in row-major order of ``targets``; packing moves them along with their positions."""
+    segments = positions = None
+    if packed:
+        p = pack(inputs, targets)
+        if negatives is not None and neg_log_q is not None and negatives.dim() == 2:
+            rank = np.cumsum(targets.ravel() >= 0) - 1  # a target's row in the negatives
+            take = torch.from_numpy(rank[p.source[p.targets >= 0]]).to(device)
+            negatives, neg_log_q = negatives[take], neg_log_q[take]
+        inputs, targets = p.inputs, p.targets
+        segments, positions = (torch.from_numpy(a).to(device) for a in (p.segments, p.positions))
+    x, targets_t = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
+    hidden = net(x, parts.objective.causal, segments, positions)
+    sel = targets_t >= 0
+    h, tgt = hidden[sel], targets_t[sel]
     weights = parts.encoder.item_weights()
     if isinstance(parts.loss, FullSoftmax) or negatives is None or neg_log_q is None:
         return parts.loss(h @ weights.T, tgt), len(tgt)  # type: ignore[call-arg]
@@ -150,7 +160,7 @@ def train(
             enc.train()
             t0, c0 = time.perf_counter(), time.process_time()
             loss_sum, n_batches = 0.0, 0
-            for idx in epoch_batches(lengths, opts.batch_size, rng, opts.bucket_by_length):
+            for idx in epoch_batches(len(rows), opts.batch_size, rng):
                 if len(idx) < ctx.world:
                     continue
                 width = int(lengths[idx].max())
@@ -161,9 +171,9 @@ def train(
                 if not parts.loss.full_catalogue:
                     negs, log_q = _negatives(parts, targets, mine, opts, gen)
                     negs, log_q = negs.to(device), log_q.to(device)
-                x = torch.from_numpy(inputs[mine]).to(device)
-                y = torch.from_numpy(targets[mine]).to(device)
-                loss, n_local = _step_loss(parts, x, y, negs, log_q, net)
+                loss, n_local = _step_loss(
+                    parts, inputs[mine], targets[mine], negs, log_q, net, opts.pack, device
+                )
                 optim.zero_grad(set_to_none=True)
                 (loss * (n_local * ctx.world / n_global)).backward()
                 optim.step()
