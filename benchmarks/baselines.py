@@ -1,6 +1,7 @@
-"""Every baseline on every shipped dataset, one command, one table.
+"""Every baseline (or any models) on every shipped dataset, one command, one table.
 
     python benchmarks/baselines.py [--datasets ml-100k,beauty] [--output results/baselines]
+    python benchmarks/baselines.py --datasets ml-100k,lastfm --models "esasrec:epochs=60,patience=10,sasrec"
 
 Leave-one-out on ml-100k, Beauty, Yelp, LastFM and Video Games; a global temporal split at
 2001-01-01 on the ml-1m partial ratings (about 13% of events after it, 686 test users). Prints a markdown
@@ -18,15 +19,9 @@ from pathlib import Path
 from rich.console import Console
 
 from vitrina.evaluation.benchmark import run_benchmark
-from vitrina.evaluation.config import make_config
+from vitrina.evaluation.config import make_config, parse_models
 
-MODELS = [
-    {"name": "popular"},
-    {"name": "itemknn"},
-    {"name": "ease"},
-    {"name": "als"},
-    {"name": "bpr"},
-]
+BASELINES = "popular,itemknn,ease,als,bpr"
 RUNS = {
     "ml-100k": {"split": "loo"},
     "beauty": {"split": "loo"},
@@ -43,18 +38,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--datasets", default=",".join(RUNS))
-    parser.add_argument("--models", default=",".join(m["name"] for m in MODELS))
+    parser.add_argument("--models", default=BASELINES, help="model specs, as for `vitrina benchmark --models`")
     parser.add_argument("--output", type=Path, default=Path("results/baselines"))
     args = parser.parse_args()
     console = Console(stderr=True, width=160)
-    wanted = args.models.split(",")
+    models = [run.model_dump() for run in parse_models(args.models)]
     rows = []
     for name in args.datasets.split(","):
         config = make_config(
             {
                 "dataset": name,
                 **RUNS[name],
-                "models": [m for m in MODELS if m["name"] in wanted],
+                "models": models,
                 "output": args.output / name,
             }
         )
@@ -66,10 +61,11 @@ def main() -> None:
         for run in results["runs"]:
             metrics = [f"{run['metrics'].get(c, float('nan')):.4f}" for c in COLUMNS]
             split = f"temporal {config.cutoff}" if config.split == "temporal" else "loo"
-            rows.append([name, split, run["model"], *metrics, f"{run['fit_seconds']:.1f}"])
+            epochs = f"{run['epochs_trained']} ({run['best_epoch']})" if "best_epoch" in run else "-"
+            rows.append([name, split, run["model"], *metrics, f"{run['fit_seconds']:.1f}", epochs])
     print(f"\nMachine: {platform.machine()}, {Path('/proc/cpuinfo').read_text().count('processor')} cores\n")
-    print("| dataset | split | model | " + " | ".join(COLUMNS) + " | fit s |")
-    print("|---|---|---|" + "---:|" * (len(COLUMNS) + 1))
+    print("| dataset | split | model | " + " | ".join(COLUMNS) + " | fit s | epochs (best) |")
+    print("|---|---|---|" + "---:|" * (len(COLUMNS) + 2))
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

@@ -16,7 +16,7 @@ from vitrina.models.sequential import SequentialTransformer
 # shared negatives (one matmul) and per-position negatives (sliced per rank) must both match
 CONFIGS = [
     {"layers": "ligr", "loss": "sampled_softmax", "n_negatives": 8},
-    {"layers": "sasrec", "loss": "bce", "n_negatives": 2, "shared_negatives": False},
+    {"layers": "sasrec", "loss": "bce", "n_negatives": 2, "negatives_per": "position"},
 ]
 PARAMS = {
     "n_factors": 8,

@@ -77,7 +77,7 @@ def test_other_configurations_learn(objective: str, layers: str, loss: str) -> N
         layers=layers,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
         n_negatives=8,
-        shared_negatives=loss != "bce",  # bce: negatives drawn per position
+        negatives_per="batch" if loss != "bce" else "position",
         epochs=15,
         mask_prob=0.3,
         **FAST,
@@ -171,7 +171,7 @@ def test_registry_configurations(
     if n_negatives is not None:
         assert model.n_negatives == n_negatives
     # BCE-type losses draw per position (shared negatives collapse gBCE to popularity on Beauty)
-    assert model.shared_negatives == (name not in ("sasrec", "gsasrec"))
+    assert (model.negatives_per == "position") == (name in ("sasrec", "gsasrec"))
     if name == "gsasrec":
         assert model.gbce_t == 0.75
     if name == "esasrec":

@@ -8,12 +8,16 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vitrina.models.sequential.layers import LiGRBlock, PreLNBlock, SASRecBlock, attention_mask, build_layers
 from vitrina.models.sequential.losses import BCE, GBCE, FullSoftmax, SampledSoftmax
 from vitrina.models.sequential.network import SequenceEncoder
 from vitrina.models.sequential.objectives import MaskedItem, ShiftedSequence
+from vitrina.models.sequential.packing import pack
 from vitrina.models.sequential.samplers import InBatchSampler, MixedSampler, UniformSampler
+from vitrina.models.sequential.training import Parts, TrainOptions, _step_loss
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +88,49 @@ def test_padding_length_does_not_change_output() -> None:
     short = torch.tensor([[3, 4, 5]])
     padded = torch.tensor([[0, 0, 0, 3, 4, 5]])
     torch.testing.assert_close(enc(short, True)[0, -1], enc(padded, True)[0, -1])
+
+
+def _left_padded(lengths: list[int], width: int, rng: np.random.Generator) -> np.ndarray:
+    tokens = np.zeros((len(lengths), width), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        tokens[i, width - n :] = rng.integers(1, 30, n)
+    return tokens
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=20))
+def test_pack_keeps_every_token_once_in_order(lengths: list[int]) -> None:
+    width = max(lengths)
+    inputs = _left_padded(lengths, width, np.random.default_rng(len(lengths)))
+    targets = np.where(inputs > 0, inputs * 10, -1)
+    p = pack(inputs, targets)
+    assert p.inputs.shape[1] == width and p.inputs.shape[0] <= len(lengths)
+    for seg, n in enumerate(lengths, start=1):
+        row, col = np.nonzero(p.segments == seg)
+        assert len(set(row)) == 1 and np.all(np.diff(col) == 1)  # one contiguous run in one row
+        np.testing.assert_array_equal(p.inputs[row, col], inputs[seg - 1, width - n :])
+        np.testing.assert_array_equal(p.targets[row, col], targets[seg - 1, width - n :])
+        np.testing.assert_array_equal(p.positions[row, col], np.arange(n - 1, -1, -1))
+        np.testing.assert_array_equal(p.source[row, col], (seg - 1) * width + np.arange(width - n, width))
+    assert np.all((p.segments == 0) == (p.inputs == 0)) and np.all(p.targets[p.segments == 0] == -1)
+
+
+@pytest.mark.parametrize("layers", LAYERS)
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_rows_equal_separate_sequences(layers: str, causal: bool) -> None:
+    """Packing is exact: each token's hidden state is the one its sequence gets alone."""
+    enc = encoder(layers)
+    inputs = _left_padded([3, 1, 5, 2, 4], 8, np.random.default_rng(0))
+    p = pack(inputs, np.where(inputs > 0, 0, -1))
+    assert p.inputs.shape[0] < len(inputs)  # something was actually packed together
+    alone = enc(torch.from_numpy(inputs), causal)
+    packed = enc(
+        torch.from_numpy(p.inputs), causal, torch.from_numpy(p.segments), torch.from_numpy(p.positions)
+    )
+    real = p.source >= 0
+    torch.testing.assert_close(
+        packed[torch.from_numpy(real)], alone.reshape(-1, 16)[torch.from_numpy(p.source[real])]
+    )
 
 
 def test_tied_item_weights() -> None:
@@ -166,3 +213,42 @@ def test_masked_objective() -> None:
     assert (targets[~masked] == -1).all()
     assert 0.3 < masked[tokens[:, :] > 0].mean() < 0.8
     np.testing.assert_array_equal(obj.inference_tokens(np.array([1, 2, 3, 4])), [3, 4, 5, 99])
+
+
+@pytest.mark.parametrize("per", ["batch", "sequence", "position"])
+def test_packed_loss_equals_padded_loss(per: str) -> None:
+    """The training loss (and so the gradient) is the same whether a batch is packed or padded,
+    for negatives shared by the batch, by a sequence or drawn per position."""
+    enc = encoder("ligr")
+    parts = Parts(enc, ShiftedSequence(8), SampledSoftmax(logq_correction=False), UniformSampler(30))
+    tokens = _left_padded([4, 2, 6, 3, 9, 2], 9, np.random.default_rng(1))
+    inputs, targets = parts.objective.make_batch(tokens, np.random.default_rng(0))
+    n = int((targets >= 0).sum())
+    shape = {"batch": (5,), "sequence": (len(tokens), 5), "position": (n, 5)}[per]
+    negs = torch.randint(0, 30, shape, generator=torch.Generator().manual_seed(0))
+    log_q = torch.zeros(negs.shape)
+    opts = {packed: TrainOptions(1, 1, 8, 1e-3, 5, per, packed, False) for packed in (False, True)}  # type: ignore[arg-type]
+    cpu = torch.device("cpu")
+    padded, n1 = _step_loss(parts, inputs, targets, negs, log_q, enc, opts[False], cpu)
+    packed, n2 = _step_loss(parts, inputs, targets, negs, log_q, enc, opts[True], cpu)
+    assert n1 == n2 == n
+    torch.testing.assert_close(packed, padded)
+
+
+def test_negative_modes_agree_when_draws_coincide() -> None:
+    """Per-sequence and per-position negatives that happen to repeat one shared draw give the
+    batch-shared loss: the three modes differ only in how often they draw."""
+    enc = encoder("ligr")
+    parts = Parts(enc, ShiftedSequence(8), SampledSoftmax(logq_correction=False), UniformSampler(30))
+    tokens = _left_padded([4, 2, 6, 3], 9, np.random.default_rng(2))
+    inputs, targets = parts.objective.make_batch(tokens, np.random.default_rng(0))
+    shared = torch.randint(0, 30, (5,), generator=torch.Generator().manual_seed(3))
+    rows = {"batch": 1, "sequence": len(tokens), "position": int((targets >= 0).sum())}
+    losses = []
+    for per, n_rows in rows.items():
+        negs = shared if per == "batch" else shared.expand(n_rows, -1)
+        opts = TrainOptions(1, 1, 8, 1e-3, 5, per, True, False)  # type: ignore[arg-type]
+        loss, _ = _step_loss(parts, inputs, targets, negs, torch.zeros(negs.shape), enc, opts, torch.device("cpu"))
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0])
+    torch.testing.assert_close(losses[2], losses[0])

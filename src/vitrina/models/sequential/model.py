@@ -4,6 +4,7 @@ chosen by name; SASRec, BERT4Rec, gSASRec and eSASRec are registry entries of it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from vitrina.models.sequential.losses import LossName, build_loss
 from vitrina.models.sequential.network import SequenceEncoder
 from vitrina.models.sequential.objectives import MaskedItem, Objective, ObjectiveName, ShiftedSequence
 from vitrina.models.sequential.samplers import SamplerName, build_sampler
-from vitrina.models.sequential.training import Parts, TrainOptions, ValidationSet, train
+from vitrina.models.sequential.training import NegativesPer, Parts, TrainOptions, ValidationSet, train
 
 
 class SequentialTransformer(Recommender):
@@ -27,7 +28,8 @@ class SequentialTransformer(Recommender):
     Parts: ``objective`` (``shifted``: causal next-item at every position; ``masked``: BERT4Rec
     cloze with ``mask_prob``), ``layers`` (``sasrec``, ``preln``, ``ligr`` blocks, FFN width
     ``ffn_mult * n_factors``), ``loss`` (``bce``/``gbce``/``sampled_softmax`` with ``n_negatives``,
-    shared by the batch unless ``shared_negatives=False``; ``gbce_t``, ``logq_correction``;
+    drawn once per batch, per sequence or per position by ``negatives_per``; ``gbce_t``,
+    ``logq_correction``;
     ``softmax`` over the full catalogue) and
     ``sampler`` (``uniform``, ``in_batch``, ``mixed``). Training uses Adam (betas 0.9, 0.98), early
     stopping on validation Recall@10 with ``patience`` and restores the best epoch's weights;
@@ -47,7 +49,7 @@ class SequentialTransformer(Recommender):
         loss: LossName = "bce",
         sampler: SamplerName = "uniform",
         n_negatives: int = 1,
-        shared_negatives: bool = True,
+        negatives_per: NegativesPer = "batch",
         gbce_t: float = 0.75,
         logq_correction: bool = False,
         mask_prob: float = 0.2,
@@ -71,7 +73,7 @@ class SequentialTransformer(Recommender):
         self.loss = loss
         self.sampler = sampler
         self.n_negatives = n_negatives
-        self.shared_negatives = shared_negatives
+        self.negatives_per = negatives_per
         self.gbce_t = gbce_t
         self.logq_correction = logq_correction
         self.mask_prob = mask_prob
@@ -104,6 +106,11 @@ class SequentialTransformer(Recommender):
             "mask_prob": (self.mask_prob, 0.0 < self.mask_prob < 1.0, "in (0, 1)"),
             "epochs": (self.epochs, self.epochs >= 1, ">= 1"),
             "batch_size": (self.batch_size, self.batch_size >= 1, ">= 1"),
+            "negatives_per": (
+                self.negatives_per,
+                self.negatives_per in get_args(NegativesPer),
+                "one of " + ", ".join(get_args(NegativesPer)),
+            ),
         }
         for name, (value, ok, allowed) in checks.items():
             if not ok:
@@ -166,7 +173,7 @@ class SequentialTransformer(Recommender):
             self.batch_size,
             self.lr,
             self.n_negatives,
-            self.shared_negatives,
+            self.negatives_per,
             self.pack,
             self.verbose,
         )

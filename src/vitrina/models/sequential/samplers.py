@@ -1,7 +1,6 @@
-"""Negative samplers. By default one set of negatives is drawn per batch and shared by every
-position, so a sampled loss is one (positions x dim) @ (dim x n_negatives) matmul instead of a
-memory-bound gather of (batch x len x n_negatives x dim); ``shared_negatives=False`` draws
-``n`` per position instead (the original SASRec's one negative per position).
+"""Negative samplers: a sampler proposes ``n`` items; the training loop decides how often it asks
+(``negatives_per``: once per batch, once per sequence, or once per position, see
+:func:`vitrina.models.sequential.training._negatives`).
 
 Item ids here are 0-based catalogue indices. ``log_q`` is the log-probability that the sampler
 proposes an item, used by the logQ correction of the sampled softmax.

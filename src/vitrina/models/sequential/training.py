@@ -8,6 +8,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +24,7 @@ from vitrina.models.sequential.packing import pack
 from vitrina.models.sequential.samplers import Sampler
 
 K = 10
+NegativesPer = Literal["batch", "sequence", "position"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class TrainOptions:
     batch_size: int
     lr: float
     n_negatives: int
-    shared_negatives: bool
+    negatives_per: NegativesPer
     pack: bool
     verbose: bool
 
@@ -63,17 +65,38 @@ def epoch_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> lis
 def _negatives(
     parts: Parts, targets: np.ndarray, mine: slice, opts: TrainOptions, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Negatives drawn for the global batch (so every rank draws the same): shared (n,) or, without
-    ``shared_negatives``, (positions x n) for this rank's positions."""
+    """Negatives drawn for the global batch (so every rank draws the same), cut to this rank's
+    rows: (n,) shared by the batch, (rows x n) per sequence or (positions x n) per position, the
+    positions in row-major order of ``targets``."""
     all_targets = torch.from_numpy(targets[targets >= 0])
-    if opts.shared_negatives:
-        drawn = parts.sampler.sample(opts.n_negatives, all_targets, gen)
+    n = opts.n_negatives
+    if opts.negatives_per == "batch":
+        drawn = parts.sampler.sample(n, all_targets, gen)
         return drawn.items, drawn.log_q
-    drawn = parts.sampler.sample(opts.n_negatives * len(all_targets), all_targets, gen)
+    if opts.negatives_per == "sequence":
+        drawn = parts.sampler.sample(n * len(targets), all_targets, gen)
+        return drawn.items.view(-1, n)[mine], drawn.log_q.view(-1, n)[mine]
+    drawn = parts.sampler.sample(n * len(all_targets), all_targets, gen)
     per_row = (targets >= 0).sum(1)
     first, last = int(per_row[: mine.start].sum()), int(per_row[: mine.stop].sum())
-    shape = (len(all_targets), opts.n_negatives)
-    return drawn.items.view(shape)[first:last], drawn.log_q.view(shape)[first:last]
+    return drawn.items.view(-1, n)[first:last], drawn.log_q.view(-1, n)[first:last]
+
+
+def _hidden(
+    parts: Parts, inputs: np.ndarray, targets: np.ndarray, net: torch.nn.Module, packed: bool, device: torch.device
+) -> torch.Tensor:
+    """Hidden states in the layout of ``inputs`` (rows x width x dim); with ``packed`` the network
+    runs on packed rows and the states are put back where their tokens came from."""
+    causal = parts.objective.causal
+    if not packed:
+        return net(torch.from_numpy(inputs).to(device), causal)
+    p = pack(inputs, targets)
+    tokens, segments, positions = (torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions))
+    out = net(tokens, causal, segments, positions)
+    real = p.source >= 0
+    flat = out.new_zeros(inputs.size, out.shape[-1])
+    flat[torch.from_numpy(p.source[real]).to(device)] = out[torch.from_numpy(real).to(device)]
+    return flat.view(*inputs.shape, -1)
 
 
 def _step_loss(
@@ -83,32 +106,30 @@ def _step_loss(
     negatives: torch.Tensor | None,
     neg_log_q: torch.Tensor | None,
     net: torch.nn.Module,
-    packed: bool,
+    opts: TrainOptions,
     device: torch.device,
 ) -> tuple[torch.Tensor, int]:
-    """Mean loss over this rank's target positions, and their number. Per-position negatives come
-    in row-major order of ``targets``; packing moves them along with their positions."""
-    segments = positions = None
-    if packed:
-        p = pack(inputs, targets)
-        if negatives is not None and neg_log_q is not None and negatives.dim() == 2:
-            rank = np.cumsum(targets.ravel() >= 0) - 1  # a target's row in the negatives
-            take = torch.from_numpy(rank[p.source[p.targets >= 0]]).to(device)
-            negatives, neg_log_q = negatives[take], neg_log_q[take]
-        inputs, targets = p.inputs, p.targets
-        segments, positions = (torch.from_numpy(a).to(device) for a in (p.segments, p.positions))
-    x, targets_t = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
-    hidden = net(x, parts.objective.causal, segments, positions)
+    """Mean loss over this rank's target positions, and their number."""
+    hidden = _hidden(parts, inputs, targets, net, opts.pack, device)
+    targets_t = torch.from_numpy(targets).to(device)
     sel = targets_t >= 0
     h, tgt = hidden[sel], targets_t[sel]
     weights = parts.encoder.item_weights()
     if isinstance(parts.loss, FullSoftmax) or negatives is None or neg_log_q is None:
         return parts.loss(h @ weights.T, tgt), len(tgt)  # type: ignore[call-arg]
     pos = (h * weights[tgt]).sum(-1)
-    if negatives.dim() == 1:  # shared by the batch: one matmul
+    if opts.negatives_per == "batch":  # one (positions x dim) @ (dim x n) matmul
         neg = h @ weights[negatives].T
         negatives, neg_log_q = negatives.expand(len(tgt), -1), neg_log_q.expand(len(tgt), -1)
-    else:  # per position: a gather of (positions x n x dim)
+    elif opts.negatives_per == "sequence":  # (rows x width x dim) @ (rows x dim x n), then the real positions
+        neg = torch.bmm(hidden, weights[negatives].transpose(1, 2))[sel]
+        row = sel.nonzero()[:, 0]
+        negatives, neg_log_q = negatives[row], neg_log_q[row]
+    elif negatives.shape[1] * weights.shape[1] >= weights.shape[0]:
+        # per position, small catalogue: every item's logit in one matmul, then pick the negatives
+        # (cheaper than gathering a positions x n x dim tensor of embeddings, which is memory-bound)
+        neg = (h @ weights.T).gather(1, negatives)
+    else:  # per position, large catalogue: gather (positions x n x dim)
         neg = torch.einsum("pd,pnd->pn", h, weights[negatives])
     keep = negatives != tgt[:, None]
     log_q = torch.cat([parts.sampler.log_q(tgt)[:, None], neg_log_q], dim=1)
@@ -171,9 +192,7 @@ def train(
                 if not parts.loss.full_catalogue:
                     negs, log_q = _negatives(parts, targets, mine, opts, gen)
                     negs, log_q = negs.to(device), log_q.to(device)
-                loss, n_local = _step_loss(
-                    parts, inputs[mine], targets[mine], negs, log_q, net, opts.pack, device
-                )
+                loss, n_local = _step_loss(parts, inputs[mine], targets[mine], negs, log_q, net, opts, device)
                 optim.zero_grad(set_to_none=True)
                 (loss * (n_local * ctx.world / n_global)).backward()
                 optim.step()
