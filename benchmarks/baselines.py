@@ -38,7 +38,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--datasets", default=",".join(RUNS))
-    parser.add_argument("--models", default=BASELINES, help="model specs, as for `vitrina benchmark --models`")
+    parser.add_argument(
+        "--models", default=BASELINES, help="model specs, as for `vitrina benchmark --models`"
+    )
     parser.add_argument("--output", type=Path, default=Path("results/baselines"))
     args = parser.parse_args()
     console = Console(stderr=True, width=160)

@@ -248,7 +248,9 @@ def test_negative_modes_agree_when_draws_coincide() -> None:
     for per, n_rows in rows.items():
         negs = shared if per == "batch" else shared.expand(n_rows, -1)
         opts = TrainOptions(1, 1, 8, 1e-3, 5, per, True, False)  # type: ignore[arg-type]
-        loss, _ = _step_loss(parts, inputs, targets, negs, torch.zeros(negs.shape), enc, opts, torch.device("cpu"))
+        loss, _ = _step_loss(
+            parts, inputs, targets, negs, torch.zeros(negs.shape), enc, opts, torch.device("cpu")
+        )
         losses.append(loss)
     torch.testing.assert_close(losses[1], losses[0])
     torch.testing.assert_close(losses[2], losses[0])

@@ -83,7 +83,12 @@ def _negatives(
 
 
 def _hidden(
-    parts: Parts, inputs: np.ndarray, targets: np.ndarray, net: torch.nn.Module, packed: bool, device: torch.device
+    parts: Parts,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    net: torch.nn.Module,
+    packed: bool,
+    device: torch.device,
 ) -> torch.Tensor:
     """Hidden states in the layout of ``inputs`` (rows x width x dim); with ``packed`` the network
     runs on packed rows and the states are put back where their tokens came from."""
@@ -91,7 +96,9 @@ def _hidden(
     if not packed:
         return net(torch.from_numpy(inputs).to(device), causal)
     p = pack(inputs, targets)
-    tokens, segments, positions = (torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions))
+    tokens, segments, positions = (
+        torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions)
+    )
     out = net(tokens, causal, segments, positions)
     real = p.source >= 0
     flat = out.new_zeros(inputs.size, out.shape[-1])
