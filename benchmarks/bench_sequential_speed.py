@@ -5,7 +5,8 @@ Both train on the same Beauty leave-one-out train part with the same configurati
 batch 128, lr 1e-3). vitrina runs before and after RecTools so that both see similar machine
 load; RecTools runs in its own virtual environment (``--rectools-python``) as a subprocess.
 Epoch times exclude validation (RecTools is given none); vitrina's validation time is reported
-separately. Prints one JSON object.
+separately. vitrina is timed once per ``--negatives`` mode (RecTools draws per position). Prints a
+markdown table and the raw numbers as JSON.
 
     python benchmarks/bench_sequential_speed.py --rectools-python /work/rectools-venv/bin/python
 """
@@ -76,17 +77,16 @@ print(json.dumps({"epoch_seconds": times, "epoch_cpu_seconds": cpu}))
 """
 
 
-def vitrina_epochs(train: Dataset, val: Dataset, epochs: int) -> dict[str, object]:
+def vitrina_epochs(train: Dataset, val: Dataset, epochs: int, negatives_per: str) -> dict[str, list[float]]:
     params = dict(kv.split("=") for kv in CONFIG.split(","))
-    model = make_model(
-        "esasrec", {**params, "epochs": str(epochs), "patience": str(epochs), "verbose": "false"}
-    )
+    params.update(negatives_per=negatives_per, epochs=str(epochs), patience=str(epochs), verbose="false")
+    model = make_model("esasrec", params)
     model.fit(train, validation=val)
     hist = model.training_summary_["history"]
     return {
         "train": [h["train_seconds"] for h in hist],
         "cpu": [h["train_cpu_seconds"] for h in hist],
-        "validation": model.training_summary_["validation_seconds_median"],
+        "validation": [model.training_summary_["validation_seconds_median"]],
     }
 
 
@@ -94,15 +94,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rectools-python", type=Path, default=Path("/work/rectools-venv/bin/python"))
     ap.add_argument("--rectools-epochs", type=int, default=2)
-    ap.add_argument("--vitrina-epochs", type=int, default=5, help="per run; vitrina runs twice")
+    ap.add_argument("--vitrina-epochs", type=int, default=3, help="per run; each mode runs twice")
+    ap.add_argument("--negatives", default="sequence,batch,position", help="vitrina's negatives_per modes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None, help="S3-Rec file (default: beauty in the data home)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train, val, _ = load_loo(args.data or resolve("beauty")[0])
     train_ds = Dataset.from_interactions(train)
+    modes = args.negatives.split(",")
+    runs: dict[str, dict[str, list[float]]] = {m: {"train": [], "cpu": [], "validation": []} for m in modes}
+
+    def time_vitrina() -> None:
+        for mode in modes:
+            for key, values in vitrina_epochs(train_ds, val, args.vitrina_epochs, mode).items():
+                runs[mode][key] += values
+
     load = [os.getloadavg()]
-    before = vitrina_epochs(train_ds, val, args.vitrina_epochs)
+    time_vitrina()
     load.append(os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "train.csv"
@@ -127,27 +136,39 @@ def main() -> None:
     rectools_out = json.loads(proc.stdout.strip().splitlines()[-1])
     rectools, rectools_cpu = rectools_out["epoch_seconds"], rectools_out["epoch_cpu_seconds"]
     load.append(os.getloadavg())
-    after = vitrina_epochs(train_ds, val, args.vitrina_epochs)
+    time_vitrina()
     load.append(os.getloadavg())
-    ours = before["train"] + after["train"]
-    ours_cpu = before["cpu"] + after["cpu"]
+    rt_wall, rt_cpu = statistics.median(rectools), statistics.median(rectools_cpu)
     result = {
         "config": CONFIG,
         "threads": args.threads,
-        "vitrina_epoch_seconds": ours,
-        "vitrina_epoch_seconds_median": statistics.median(ours),
-        "vitrina_validation_seconds_median": statistics.median([before["validation"], after["validation"]]),
         "rectools_epoch_seconds": rectools,
-        "rectools_epoch_seconds_median": statistics.median(rectools),
-        "rectools_process_wall_seconds": rectools_wall,
-        "speedup_median": statistics.median(rectools) / statistics.median(ours),
-        "vitrina_epoch_cpu_seconds": ours_cpu,
         "rectools_epoch_cpu_seconds": rectools_cpu,
-        "speedup_cpu_median": statistics.median(rectools_cpu) / statistics.median(ours_cpu),
+        "rectools_process_wall_seconds": rectools_wall,
+        "vitrina": {
+            mode: {
+                "epoch_seconds": r["train"],
+                "epoch_cpu_seconds": r["cpu"],
+                "validation_seconds_median": statistics.median(r["validation"]),
+                "speedup_median": rt_wall / statistics.median(r["train"]),
+                "speedup_cpu_median": rt_cpu / statistics.median(r["cpu"]),
+            }
+            for mode, r in runs.items()
+        },
         "load_average_1_5_15": load,
         "peak_rss_mb_vitrina": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_mb_rectools": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
+    print("| run | epoch s (median) | CPU s (median) | speed-up (wall) | speed-up (CPU) |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| RecTools 0.19 (per position) | {rt_wall:.2f} | {rt_cpu:.2f} | 1 | 1 |")
+    for mode, v in result["vitrina"].items():
+        print(
+            f"| vitrina, negatives per {mode} | {statistics.median(v['epoch_seconds']):.2f} | "
+            f"{statistics.median(v['epoch_cpu_seconds']):.2f} | {v['speedup_median']:.1f}x | "
+            f"{v['speedup_cpu_median']:.1f}x |"
+        )
+    print(f"\nload average (1/5/15 min) before, between, after: {load}")
     print(json.dumps(result, indent=2))
 
 

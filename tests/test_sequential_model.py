@@ -171,7 +171,8 @@ def test_registry_configurations(
     if n_negatives is not None:
         assert model.n_negatives == n_negatives
     # BCE-type losses draw per position (shared negatives collapse gBCE to popularity on Beauty)
-    assert (model.negatives_per == "position") == (name in ("sasrec", "gsasrec"))
+    expected = {"sasrec": "position", "gsasrec": "position", "esasrec": "sequence"}
+    assert model.negatives_per == expected.get(name, "batch")
     if name == "gsasrec":
         assert model.gbce_t == 0.75
     if name == "esasrec":

@@ -113,6 +113,9 @@ MODELS: dict[str, ModelSpec] = {
             "layers": "ligr",
             "loss": "sampled_softmax",
             "n_negatives": 256,
+            # per sequence: the paper's per-position quality per epoch at about batch-shared cost
+            # (docs/sequential.md, "How often negatives are drawn")
+            "negatives_per": "sequence",
             "n_factors": 64,
             "n_blocks": 1,
             "n_heads": 1,
