@@ -82,7 +82,7 @@ def _negatives(
     return drawn.items.view(-1, n)[first:last], drawn.log_q.view(-1, n)[first:last]
 
 
-def _hidden(
+def _target_states(
     parts: Parts,
     inputs: np.ndarray,
     targets: np.ndarray,
@@ -90,20 +90,24 @@ def _hidden(
     packed: bool,
     device: torch.device,
 ) -> torch.Tensor:
-    """Hidden states in the layout of ``inputs`` (rows x width x dim); with ``packed`` the network
-    runs on packed rows and the states are put back where their tokens came from."""
+    """Hidden states (positions x dim) of the positions that have a target, in row-major order of
+    ``targets``; with ``packed`` the network runs on packed rows (flat index gathers only: boolean
+    indexing and its scatter backward cost more than the network on Beauty)."""
     causal = parts.objective.causal
-    if not packed:
-        return net(torch.from_numpy(inputs).to(device), causal)
-    p = pack(inputs, targets)
-    tokens, segments, positions = (
-        torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions)
-    )
-    out = net(tokens, causal, segments, positions)
-    real = p.source >= 0
-    flat = out.new_zeros(inputs.size, out.shape[-1])
-    flat[torch.from_numpy(p.source[real]).to(device)] = out[torch.from_numpy(real).to(device)]
-    return flat.view(*inputs.shape, -1)
+    order = np.flatnonzero(targets.ravel() >= 0)
+    if packed:
+        p = pack(inputs, targets)
+        tokens, segments, positions = (
+            torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions)
+        )
+        out = net(tokens, causal, segments, positions)
+        real = np.flatnonzero(p.source.ravel() >= 0)
+        packed_at = np.empty(inputs.size, dtype=np.int64)  # unpacked flat index -> packed flat index
+        packed_at[p.source.ravel()[real]] = real
+        order = packed_at[order]
+    else:
+        out = net(torch.from_numpy(inputs).to(device), causal)
+    return out.reshape(-1, out.shape[-1]).index_select(0, torch.from_numpy(order).to(device))
 
 
 def _step_loss(
@@ -117,20 +121,23 @@ def _step_loss(
     device: torch.device,
 ) -> tuple[torch.Tensor, int]:
     """Mean loss over this rank's target positions, and their number."""
-    hidden = _hidden(parts, inputs, targets, net, opts.pack, device)
-    targets_t = torch.from_numpy(targets).to(device)
-    sel = targets_t >= 0
-    h, tgt = hidden[sel], targets_t[sel]
+    h = _target_states(parts, inputs, targets, net, opts.pack, device)
+    flat = torch.from_numpy(np.flatnonzero(targets.ravel() >= 0)).to(device)
+    tgt = torch.from_numpy(targets).to(device).view(-1).index_select(0, flat)
     weights = parts.encoder.item_weights()
     if isinstance(parts.loss, FullSoftmax) or negatives is None or neg_log_q is None:
         return parts.loss(h @ weights.T, tgt), len(tgt)  # type: ignore[call-arg]
-    pos = (h * weights[tgt]).sum(-1)
+    pos = (h * weights.index_select(0, tgt)).sum(-1)
     if opts.negatives_per == "batch":  # one (positions x dim) @ (dim x n) matmul
-        neg = h @ weights[negatives].T
+        neg = h @ weights.index_select(0, negatives).T
         negatives, neg_log_q = negatives.expand(len(tgt), -1), neg_log_q.expand(len(tgt), -1)
-    elif opts.negatives_per == "sequence":  # (rows x width x dim) @ (rows x dim x n), then the real positions
-        neg = torch.bmm(hidden, weights[negatives].transpose(1, 2))[sel]
-        row = sel.nonzero()[:, 0]
+    elif opts.negatives_per == "sequence":  # (rows x width x dim) @ (rows x dim x n), then the targets
+        rows, width = targets.shape
+        grid = h.new_zeros(rows * width, h.shape[1]).index_copy(0, flat, h).view(rows, width, -1)
+        # index_select: its backward is an index_add, much cheaper on CPU than indexing's scatter
+        neg_w = weights.index_select(0, negatives.reshape(-1)).view(*negatives.shape, -1)
+        neg = torch.bmm(grid, neg_w.transpose(1, 2)).view(rows * width, -1).index_select(0, flat)
+        row = flat // width
         negatives, neg_log_q = negatives[row], neg_log_q[row]
     elif negatives.shape[1] * weights.shape[1] >= weights.shape[0]:
         # per position, small catalogue: every item's logit in one matmul, then pick the negatives
