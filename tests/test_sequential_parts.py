@@ -102,17 +102,15 @@ def _left_padded(lengths: list[int], width: int, rng: np.random.Generator) -> np
 def test_pack_keeps_every_token_once_in_order(lengths: list[int]) -> None:
     width = max(lengths)
     inputs = _left_padded(lengths, width, np.random.default_rng(len(lengths)))
-    targets = np.where(inputs > 0, inputs * 10, -1)
-    p = pack(inputs, targets)
+    p = pack(inputs)
     assert p.inputs.shape[1] == width and p.inputs.shape[0] <= len(lengths)
     for seg, n in enumerate(lengths, start=1):
         row, col = np.nonzero(p.segments == seg)
         assert len(set(row)) == 1 and np.all(np.diff(col) == 1)  # one contiguous run in one row
         np.testing.assert_array_equal(p.inputs[row, col], inputs[seg - 1, width - n :])
-        np.testing.assert_array_equal(p.targets[row, col], targets[seg - 1, width - n :])
         np.testing.assert_array_equal(p.positions[row, col], np.arange(n - 1, -1, -1))
         np.testing.assert_array_equal(p.source[row, col], (seg - 1) * width + np.arange(width - n, width))
-    assert np.all((p.segments == 0) == (p.inputs == 0)) and np.all(p.targets[p.segments == 0] == -1)
+    assert np.all((p.segments == 0) == (p.inputs == 0)) and np.all(p.source[p.segments == 0] == -1)
 
 
 @pytest.mark.parametrize("layers", LAYERS)
@@ -121,7 +119,7 @@ def test_packed_rows_equal_separate_sequences(layers: str, causal: bool) -> None
     """Packing is exact: each token's hidden state is the one its sequence gets alone."""
     enc = encoder(layers)
     inputs = _left_padded([3, 1, 5, 2, 4], 8, np.random.default_rng(0))
-    p = pack(inputs, np.where(inputs > 0, 0, -1))
+    p = pack(inputs)
     assert p.inputs.shape[0] < len(inputs)  # something was actually packed together
     alone = enc(torch.from_numpy(inputs), causal)
     packed = enc(

@@ -17,19 +17,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Packed:
-    """Packed (rows x width) matrices: ``inputs`` tokens (0 = padding), ``targets`` (-1 = no loss),
-    ``segments`` (segment id per token, 0 = padding), ``positions`` (0 = segment's last token) and
-    ``source`` (flat index of each token in the unpacked batch, -1 = padding)."""
+    """Packed (rows x width) matrices: ``inputs`` tokens (0 = padding), ``segments`` (segment id per
+    token, 0 = padding), ``positions`` (0 = segment's last token) and ``source`` (flat index of
+    each token in the unpacked batch, -1 = padding; targets and negatives follow through it)."""
 
     inputs: np.ndarray
-    targets: np.ndarray
     segments: np.ndarray
     positions: np.ndarray
     source: np.ndarray
 
 
-def pack(inputs: np.ndarray, targets: np.ndarray) -> Packed:
-    """Pack left-padded (batch x width) ``inputs``/``targets`` into as few rows of ``width`` as
+def pack(inputs: np.ndarray) -> Packed:
+    """Pack left-padded (batch x width) token ``inputs`` into as few rows of ``width`` as
     first-fit-decreasing finds (at most the batch size; sequences are never split)."""
     b, width = inputs.shape
     lengths = (inputs > 0).sum(1)
@@ -48,13 +47,11 @@ def pack(inputs: np.ndarray, targets: np.ndarray) -> Packed:
     dst_row, dst_col = row[seg], start[seg] + j
     out = Packed(
         np.zeros((n_rows, width), dtype=inputs.dtype),
-        np.full((n_rows, width), -1, dtype=targets.dtype),
         np.zeros((n_rows, width), dtype=np.int64),
         np.zeros((n_rows, width), dtype=np.int64),
         np.full((n_rows, width), -1, dtype=np.int64),
     )
     out.inputs[dst_row, dst_col] = inputs[seg, src_col]
-    out.targets[dst_row, dst_col] = targets[seg, src_col]
     out.segments[dst_row, dst_col] = seg + 1
     out.positions[dst_row, dst_col] = lengths[seg] - 1 - j
     out.source[dst_row, dst_col] = seg * width + src_col

@@ -96,7 +96,7 @@ def _target_states(
     causal = parts.objective.causal
     order = np.flatnonzero(targets.ravel() >= 0)
     if packed:
-        p = pack(inputs, targets)
+        p = pack(inputs)
         tokens, segments, positions = (
             torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions)
         )
