@@ -13,9 +13,11 @@ import torch.multiprocessing as mp
 
 from vitrina.models.sequential import SequentialTransformer
 
-# shared negatives (one matmul) and per-position negatives (sliced per rank) must both match
+# batch-shared negatives (one matmul) and per-sequence / per-position negatives (sliced per rank)
+# must all match
 CONFIGS = [
     {"layers": "ligr", "loss": "sampled_softmax", "n_negatives": 8},
+    {"layers": "ligr", "loss": "sampled_softmax", "n_negatives": 8, "negatives_per": "sequence"},
     {"layers": "sasrec", "loss": "bce", "n_negatives": 2, "negatives_per": "position"},
 ]
 PARAMS = {

@@ -193,6 +193,8 @@ def test_registry_overrides_from_strings() -> None:
 def test_invalid_parameter_is_reported() -> None:
     with pytest.raises(ConfigError, match="n_heads"):
         SequentialTransformer(n_factors=10, n_heads=3, verbose=False).fit(planted(20))
+    with pytest.raises(ConfigError, match="negatives_per must be one of batch, sequence, position"):
+        SequentialTransformer(negatives_per="user", verbose=False).fit(planted(20))  # type: ignore[arg-type]
 
 
 def test_registry_name_is_the_matching_configuration() -> None:
