@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from vitrina.errors import ConfigError, ModelLoadError
 from vitrina.models.base import load_model
@@ -19,14 +17,7 @@ from vitrina.models.sequential.layers import LiGRBlock, PreLNBlock, SASRecBlock
 from vitrina.models.sequential.losses import BCE, GBCE, FullSoftmax, SampledSoftmax
 from vitrina.models.sequential.objectives import MaskedItem, ShiftedSequence
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP hand-off costs that dominate on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = {

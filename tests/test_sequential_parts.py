@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,14 +18,7 @@ from vitrina.models.sequential.packing import pack
 from vitrina.models.sequential.samplers import InBatchSampler, MixedSampler, UniformSampler
 from vitrina.models.sequential.training import Parts, TrainOptions, _step_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP hand-off costs that dominate on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 LAYERS = ["sasrec", "preln", "ligr"]

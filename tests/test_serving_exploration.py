@@ -22,18 +22,10 @@ from vitrina.serving.schemas import Exploration
 from vitrina.serving.service import EXPLORATION_EXPERIMENT, Service, Settings
 from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k" / "u.data"
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not DATA.is_file():
-        pytest.skip(f"{DATA} not found")
-    df = pl.read_csv(
-        DATA, separator="\t", has_header=False, new_columns=["user_id", "item_id", "rating", "timestamp"]
-    )
-    df = df.head(20_000).drop("rating").with_columns(weight=pl.lit(1.0))
-    return make_model("popular").fit(df).save(tmp_path_factory.mktemp("m") / "popular")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, ml100k_head: pl.DataFrame) -> Path:
+    return make_model("popular").fit(ml100k_head).save(tmp_path_factory.mktemp("m") / "popular")
 
 
 class OneArm:

@@ -27,7 +27,6 @@ from vitrina.serving.catalog import Catalog
 from vitrina.serving.service import Settings
 from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k" / "u.data"
 REDIS_URL = os.environ.get("VITRINA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TOKEN = "t0ken"
 
@@ -45,14 +44,8 @@ def redis_or_skip() -> str:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not DATA.is_file():
-        pytest.skip(f"{DATA} not found")
-    df = pl.read_csv(
-        DATA, separator="\t", has_header=False, new_columns=["user_id", "item_id", "rating", "timestamp"]
-    )
-    df = df.head(20_000).drop("rating").with_columns(weight=pl.lit(1.0))
-    return make_model("ease", {"l2": 100.0}).fit(df).save(tmp_path_factory.mktemp("m") / "ease")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, ml100k_head: pl.DataFrame) -> Path:
+    return make_model("ease", {"l2": 100.0}).fit(ml100k_head).save(tmp_path_factory.mktemp("m") / "ease")
 
 
 @pytest.fixture(params=["sqlite", "redis"])

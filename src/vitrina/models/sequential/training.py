@@ -85,16 +85,15 @@ def _negatives(
 def _target_states(
     parts: Parts,
     inputs: np.ndarray,
-    targets: np.ndarray,
+    order: np.ndarray,
     net: torch.nn.Module,
     packed: bool,
     device: torch.device,
 ) -> torch.Tensor:
-    """Hidden states (positions x dim) of the positions that have a target, in row-major order of
-    ``targets``; with ``packed`` the network runs on packed rows (flat index gathers only: boolean
-    indexing and its scatter backward cost more than the network on Beauty)."""
+    """Hidden states (positions x dim) at the flat indices ``order`` of ``inputs`` (the positions
+    that have a target, row-major); with ``packed`` the network runs on packed rows. Flat index
+    gathers only: boolean indexing and its scatter backward cost more than the network on Beauty."""
     causal = parts.objective.causal
-    order = np.flatnonzero(targets.ravel() >= 0)
     if packed:
         p = pack(inputs)
         tokens, segments, positions = (
@@ -121,8 +120,9 @@ def _step_loss(
     device: torch.device,
 ) -> tuple[torch.Tensor, int]:
     """Mean loss over this rank's target positions, and their number."""
-    h = _target_states(parts, inputs, targets, net, opts.pack, device)
-    flat = torch.from_numpy(np.flatnonzero(targets.ravel() >= 0)).to(device)
+    order = np.flatnonzero(targets.ravel() >= 0)
+    h = _target_states(parts, inputs, order, net, opts.pack, device)
+    flat = torch.from_numpy(order).to(device)
     tgt = torch.from_numpy(targets).to(device).view(-1).index_select(0, flat)
     weights = parts.encoder.item_weights()
     if isinstance(parts.loss, FullSoftmax) or negatives is None or neg_log_q is None:
