@@ -1,8 +1,9 @@
 """Leave-one-out quality of the sequential transformers on an s3rec-format file (``user item item ...``).
 
-Train = all but each user's last two events, validation = second-to-last (early stopping),
-test = last, ranked over the full catalogue from the train + validation history (history items
-excluded). Prints one JSON line per model with NDCG@10, HR@10, the training summary and peak RSS.
+Test = each user's last event; validation (early stopping) = the second-to-last event of 2,048
+random users (``--validation-users all``: of every user); train = the rest. Test users are ranked
+over the full catalogue from their train + validation history (history items excluded).
+Prints one JSON line per model with NDCG@10, HR@10, the training summary and peak RSS.
 
     python benchmarks/sequential_quality.py esasrec sasrec:epochs=50 --data PATH
 """
@@ -33,9 +34,10 @@ from vitrina.models.registry import make_model
 Parts = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
 
 
-def load_loo(path: Path) -> Parts:
-    """(train, validation, test) of an S3-Rec file, by vitrina's leave-one-out split."""
-    split = leave_one_out(load_s3rec(path))
+def load_loo(path: Path, validation_users: int | None) -> Parts:
+    """(train, validation, test) of an S3-Rec file, by vitrina's leave-one-out split (validation
+    on ``validation_users`` random users, seed 0, as ``vitrina benchmark``; None = every user)."""
+    split = leave_one_out(load_s3rec(path), validation_users=validation_users)
     return split.train, split.validation, split.test
 
 
@@ -71,11 +73,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="registry name with overrides, e.g. esasrec:n_factors=128")
     ap.add_argument("--data", type=Path, default=None, help="S3-Rec file (default: beauty in the data home)")
+    ap.add_argument(
+        "--validation-users",
+        default="2048",
+        help="validate on N random users, the rest train on their second-to-last event; or 'all'",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_loo(args.data or resolve("beauty")[0])
+    users = None if args.validation_users == "all" else int(args.validation_users)
+    data = load_loo(args.data or resolve("beauty")[0], users)
     for spec in parse_models(",".join(args.models)):
         print(json.dumps(run(spec, data, args.quiet)), flush=True)
 

@@ -130,6 +130,7 @@ def test_benchmark_temporal_on_a_file(data_home: Path, tmp_path: Path) -> None:
         (["--dataset", "ml-100k", "--models", "ease:l2=abc"], "parameter 'l2': got 'abc'"),
         (["--dataset", "nowhere", "--models", "popular"], "give its --format"),
         (["--dataset", "ml-100k", "--models", "popular", "--split", "temporal"], "exactly one of cutoff"),
+        (["--dataset", "ml-100k", "--models", "popular", "--validation-users", "0"], "validation_users"),
     ],
 )
 def test_benchmark_bad_input_is_a_clear_error(data_home: Path, args: list[str], message: str) -> None:

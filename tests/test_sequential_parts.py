@@ -225,6 +225,30 @@ def test_packed_loss_equals_padded_loss(per: str) -> None:
     torch.testing.assert_close(packed, padded)
 
 
+def test_per_sequence_negatives_score_each_position_against_its_own_sequence() -> None:
+    """Per-sequence negatives: every position is scored against its own sequence's draw (sequences
+    of 1 to 8 targets, so padding and row bookkeeping are exercised)."""
+    enc = encoder("ligr")
+    parts = Parts(enc, ShiftedSequence(8), SampledSoftmax(logq_correction=False), UniformSampler(30))
+    tokens = _left_padded([2, 3, 5, 9, 9, 4, 2, 6, 3], 9, np.random.default_rng(4))
+    inputs, targets = parts.objective.make_batch(tokens, np.random.default_rng(0))
+    negs = torch.randint(0, 30, (len(tokens), 7), generator=torch.Generator().manual_seed(5))
+    opts = TrainOptions(1, 1, 8, 1e-3, 7, "sequence", True, False)
+    enc.eval()
+    cpu = torch.device("cpu")
+    loss, n = _step_loss(parts, inputs, targets, negs, torch.zeros(negs.shape), enc, opts, cpu)
+    flat = np.flatnonzero(targets.ravel() >= 0)
+    h = enc(torch.from_numpy(inputs), True).reshape(-1, enc.dim)[flat]
+    row = torch.from_numpy(flat // targets.shape[1])
+    tgt = torch.from_numpy(targets.ravel()[flat])
+    w = enc.item_weights()
+    pos = (h * w[tgt]).sum(-1)
+    neg = torch.einsum("pd,pnd->pn", h, w[negs[row]])
+    expected = parts.loss(pos, neg, negs[row] != tgt[:, None], torch.zeros(n, 8))
+    assert n == len(flat)
+    torch.testing.assert_close(loss, expected)
+
+
 def test_negative_modes_agree_when_draws_coincide() -> None:
     """Per-sequence and per-position negatives that happen to repeat one shared draw give the
     batch-shared loss: the three modes differ only in how often they draw."""

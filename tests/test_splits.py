@@ -50,10 +50,15 @@ def test_leave_one_out_short_users_stay_in_train() -> None:
         st.tuples(st.integers(0, 6), st.integers(0, 9), st.integers(0, 4)), min_size=1, max_size=60
     ),
     validation=st.booleans(),
+    validation_users=st.one_of(st.none(), st.integers(1, 8)),
 )
-def test_leave_one_out_never_leaks(events: list[tuple[int, int, int]], validation: bool) -> None:
+def test_leave_one_out_never_leaks(
+    events: list[tuple[int, int, int]], validation: bool, validation_users: int | None
+) -> None:
     df = _with_row(pl.DataFrame(events, schema=["user_id", "item_id", "timestamp"], orient="row"))
-    s = leave_one_out(df, validation=validation)
+    if not validation:
+        validation_users = None
+    s = leave_one_out(df, validation=validation, validation_users=validation_users)
     parts = [s.train, s.validation, s.test]
     _assert_disjoint(parts)
     assert sum(p.height for p in parts) == df.height
@@ -62,6 +67,32 @@ def test_leave_one_out_never_leaks(events: list[tuple[int, int, int]], validatio
         for u, t, r in held.select("user_id", "timestamp", "row").rows():
             tr = s.train.filter(pl.col("user_id") == u)
             assert ((tr["timestamp"] < t) | ((tr["timestamp"] == t) & (tr["row"] < r))).all()
+
+
+def test_leave_one_out_validates_a_sample_of_users(data_home: Path) -> None:
+    """With ``validation_users`` only that many users hold out their second-to-last event; everyone
+    else trains on it. Test events are unchanged, and the sample is fixed by the seed."""
+    df = _with_row(load_dataset("beauty"))
+    full = leave_one_out(df)
+    s = leave_one_out(df, validation_users=2048, seed=0)
+    assert s.validation.height == s.validation["user_id"].n_unique() == 2048
+    assert s.test.equals(full.test)
+    assert s.train.height == full.train.height + full.validation.height - 2048
+    assert s.train.join(s.validation, on="row").height == 0
+    assert s.train.join(s.test, on="row").height == 0
+    # the others' second-to-last events are exactly the full split's validation minus the sample
+    others = full.validation.join(s.validation, on="user_id", how="anti")
+    assert set(others["row"].to_list()) <= set(s.train["row"].to_list())
+    assert leave_one_out(df, validation_users=2048, seed=0).validation.equals(s.validation)
+    assert not leave_one_out(df, validation_users=2048, seed=1).validation.equals(s.validation)
+    assert leave_one_out(df, validation_users=10**6).validation.equals(full.validation)
+
+
+@pytest.mark.parametrize("kwargs", [{"validation_users": 0}, {"validation": False, "validation_users": 5}])
+def test_leave_one_out_bad_validation_users(kwargs: dict) -> None:
+    df = pl.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
+    with pytest.raises(ConfigError, match="validation_users"):
+        leave_one_out(df, **kwargs)
 
 
 def test_leave_one_out_on_beauty_no_test_event_in_train(data_home: Path) -> None:

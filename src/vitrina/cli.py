@@ -124,6 +124,10 @@ def benchmark(
     validation_days: Annotated[
         float | None, typer.Option(help="temporal: validation on the N days before")
     ] = None,
+    validation_users: Annotated[
+        str | None,
+        typer.Option(help="loo: validate on N random users (default 2048; the rest train on it) or 'all'"),
+    ] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     min_user: Annotated[int | None, typer.Option(help="k-core: min events per user")] = None,
     min_item: Annotated[int | None, typer.Option(help="k-core: min events per item")] = None,
@@ -144,6 +148,7 @@ def benchmark(
             cutoff=cutoff,
             last_days=last_days,
             validation_days=validation_days,
+            validation_users=validation_users,
             implicit_threshold=implicit_threshold,
             min_user=min_user,
             min_item=min_item,

@@ -60,7 +60,8 @@ def load_data(config: BenchmarkConfig) -> tuple[pl.DataFrame, Path, str]:
 
 def make_split(config: BenchmarkConfig, df: pl.DataFrame) -> Split:
     if config.split == "loo":
-        return leave_one_out(df)
+        users = None if config.validation_users == "all" else config.validation_users
+        return leave_one_out(df, validation_users=users, seed=config.seed)
     cutoff: Any = config.cutoff
     if cutoff is not None and cutoff.lstrip("-").replace(".", "", 1).isdigit():
         cutoff = float(cutoff)
@@ -123,6 +124,7 @@ def run_benchmark(config: BenchmarkConfig, console: Console | None = None) -> di
         "k": config.k,
         "runs": runs,
         "seed": config.seed,
+        "validation_users": config.validation_users,
         "data": {"events": df.height, **split.summary()},
         "vitrina_version": __version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,6 +29,9 @@ class BenchmarkConfig(BaseModel):
     cutoff: str | None = None  # temporal: ISO date/time or Unix seconds
     last_days: float | None = None  # temporal: the test period is the last N days
     validation_days: float | None = None  # temporal: validation period cut from the end of train
+    # loo: validate (early stopping) on this many random users; the others train on their
+    # second-to-last event. "all" holds out every user's second-to-last event.
+    validation_users: Annotated[int, Field(ge=1)] | Literal["all"] = 2048
     implicit_threshold: float | None = None  # keep events with weight >= threshold; all if None
     min_user: int | None = None  # k-core before splitting
     min_item: int | None = None
