@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -12,6 +13,7 @@ from vitrina.cli import app
 from vitrina.errors import ConfigError
 from vitrina.evaluation.config import parse_models
 from vitrina.evaluation.report import pareto_front
+from vitrina.models.popular import Popular
 
 runner = CliRunner()
 
@@ -137,3 +139,28 @@ def test_benchmark_bad_input_is_a_clear_error(data_home: Path, args: list[str], 
     result = runner.invoke(app, ["benchmark", *args])
     assert result.exit_code != 0
     assert message in " ".join(result.output.split())
+
+
+def test_fit_on_all_validates_a_sample_and_trains_on_the_rest(data_home: Path) -> None:
+    """`vitrina train`: an early-stopping model holds out the last event of a sample of users
+    only; every other event, each other user's latest included, is trained on, none twice."""
+    from vitrina.data.datasets import load_dataset
+    from vitrina.evaluation.training import fit_on_all
+
+    seen: dict[str, pl.DataFrame] = {}
+
+    class Recording(Popular):
+        uses_validation = True
+
+        def fit(self, data, *, validation=None):  # type: ignore[no-untyped-def, override]
+            seen["train"], seen["validation"] = data, validation
+            return super().fit(data)
+
+    df = load_dataset("ml-100k").with_row_index("row")
+    fit_on_all(Recording(), df, validation_users=100, seed=3)
+    train, val = seen["train"], seen["validation"]
+    assert val.height == val["user_id"].n_unique() == 100
+    assert train.height + val.height == df.height
+    assert set(train["row"]).isdisjoint(val["row"]) and set(train["row"]) | set(val["row"]) == set(df["row"])
+    last = df.sort(["user_id", "timestamp", "row"]).group_by("user_id").agg(pl.col("row").last())
+    assert set(val["row"]) <= set(last["row"])  # each validation event is its user's latest

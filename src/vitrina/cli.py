@@ -170,7 +170,8 @@ def train(
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     seed: Annotated[int, typer.Option(help="seed for models that take one")] = 0,
 ) -> None:
-    """Fit one model on all events of a dataset and save it (leave-one-out validation for early stopping)."""
+    """Fit one model on all events of a dataset and save it (early stopping on the latest event of
+    2,048 random users, the rest trained on)."""
     from vitrina.evaluation.benchmark import load_data
     from vitrina.evaluation.config import make_config, parse_models
     from vitrina.evaluation.training import fit_on_all
@@ -193,7 +194,7 @@ def train(
         m = make_model(runs[0].name, runs[0].params)
         if "seed" in m.get_params() and "seed" not in runs[0].params:
             m = make_model(runs[0].name, {**runs[0].params, "seed": seed})
-        fit_on_all(m, df).save(output, name=runs[0].name)
+        fit_on_all(m, df, seed=seed).save(output, name=runs[0].name)
     except VitrinaError as exc:
         raise _fail(exc) from None
     err.print(f"saved {runs[0].name} to {output}")

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import polars as pl
 
+from vitrina.data.columns import USER
 from vitrina.data.splits import leave_one_out
 from vitrina.models.base import Recommender
 
 
-def fit_on_all(model: Recommender, interactions: pl.DataFrame) -> Recommender:
-    """Fit on every event. Models that early-stop hold out each user's last event as validation
-    (leave-one-out without a test part) and keep their best epoch; others see everything."""
-    if model.uses_validation:
-        split = leave_one_out(interactions, validation=False)
-        return model.fit(split.train, validation=split.test)
-    return model.fit(interactions)
+def fit_on_all(
+    model: Recommender, interactions: pl.DataFrame, *, validation_users: int = 2048, seed: int = 0
+) -> Recommender:
+    """Fit on every event. Models that early-stop hold out the last event of ``validation_users``
+    random users (seeded) as validation and keep their best epoch; everything else, including
+    every other user's most recent event, is trained on. Models without early stopping see all."""
+    if not model.uses_validation:
+        return model.fit(interactions)
+    last = leave_one_out(interactions, validation=False)
+    users = last.test.select(USER).unique().sort(USER)
+    sample = users.sample(min(validation_users, users.height), seed=seed)
+    validation = last.test.join(sample, on=USER, how="semi")
+    train = pl.concat([last.train, last.test.join(sample, on=USER, how="anti")], how="vertical_relaxed")
+    return model.fit(train, validation=validation)
