@@ -1,12 +1,13 @@
 """Epoch time of vitrina's eSASRec vs RecTools 0.19's equivalent SASRecModel, side by side in one run.
 
-Both train on the same Beauty leave-one-out train part with the same configuration (LiGR block,
-1 block, 1 head, 64 factors, max_len 50, dropout 0.2, sampled softmax over 256 negatives,
-batch 128, lr 1e-3). vitrina runs before and after RecTools so that both see similar machine
-load; RecTools runs in its own virtual environment (``--rectools-python``) as a subprocess.
-Epoch times exclude validation (RecTools is given none); vitrina's validation time is reported
-separately. vitrina is timed once per ``--negatives`` mode (RecTools draws per position). Prints a
-markdown table and the raw numbers as JSON.
+Both train on the same Beauty leave-one-out train part (validation on 2,048 users, as
+``vitrina benchmark``) with the same configuration (LiGR block, 1 block, 1 head, 64 factors,
+max_len 50, dropout 0.2, sampled softmax over 256 negatives, batch 128, lr 1e-3). vitrina runs
+before and after RecTools so that both see similar machine load; RecTools runs in its own virtual
+environment (``--rectools-python``) as a subprocess. Epoch times exclude validation (RecTools is
+given none); vitrina's validation time is reported separately. vitrina is timed once per
+``--negatives`` mode (RecTools draws per position). Prints a markdown table and the raw numbers
+as JSON.
 
     python benchmarks/bench_sequential_speed.py --rectools-python /work/rectools-venv/bin/python
 """
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="S3-Rec file (default: beauty in the data home)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train, val, _ = load_loo(args.data or resolve("beauty")[0])
+    train, val, _ = load_loo(args.data or resolve("beauty")[0], 2048)  # as `vitrina benchmark`
     train_ds = Dataset.from_interactions(train)
     modes = args.negatives.split(",")
     runs: dict[str, dict[str, list[float]]] = {m: {"train": [], "cpu": [], "validation": []} for m in modes}
