@@ -80,7 +80,7 @@ def test_leave_one_out_validates_a_sample_of_users(data_home: Path) -> None:
     assert s.train.height == full.train.height + full.validation.height - 2048
     assert s.train.join(s.validation, on="row").height == 0
     assert s.train.join(s.test, on="row").height == 0
-    # the others' second-to-last events are exactly the full split's validation minus the sample
+    # every other user's second-to-last event is trained on
     others = full.validation.join(s.validation, on="user_id", how="anti")
     assert set(others["row"].to_list()) <= set(s.train["row"].to_list())
     assert leave_one_out(df, validation_users=2048, seed=0).validation.equals(s.validation)

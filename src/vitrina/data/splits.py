@@ -1,8 +1,8 @@
 """Leak-free splits. Ties in ``timestamp`` are broken by the original row order (stable sort).
 
-* :func:`leave_one_out`: per user, the last event -> test, the second-to-last -> validation, the
-  rest -> train. Users with fewer than 3 events (2 without validation) stay wholly in train, so
-  every evaluated user has at least one training event.
+* :func:`leave_one_out`: per user, the last event -> test, the second-to-last -> validation (of
+  every user, or of a random sample of users), the rest -> train. Users with fewer than 3 events
+  (2 without validation) stay wholly in train, so every evaluated user has a training event.
 * :func:`temporal_split`: one global cutoff time. Train = events strictly before the cutoff;
   test = events at or after it, only for users seen in train; optionally without items unseen
   in train (cold items) and without (user, item) pairs already in train. A validation part, if
@@ -54,8 +54,8 @@ def leave_one_out(
     ``validation_users``: validate on that many users only, drawn at random with ``seed``; every
     other user's second-to-last event stays in train. Early stopping needs a sample, not every
     user, and holding out everyone's second-to-last event removes each user's most recent
-    transition from training (on Beauty, 11% of the training targets and the ones closest to the
-    test events). Test events are the same either way. ``None``: every user is validated.
+    transition from training (on Beauty, 12% of the training events, and those closest in time to
+    the test events). Test events are the same either way. ``None``: every user is validated.
     """
     if validation_users is not None and (not validation or validation_users < 1):
         raise ConfigError(
