@@ -42,6 +42,9 @@ def main() -> None:
         "--models", default=BASELINES, help="model specs, as for `vitrina benchmark --models`"
     )
     parser.add_argument("--output", type=Path, default=Path("results/baselines"))
+    parser.add_argument(
+        "--validation-users", default=2048, help="leave-one-out: validate on N random users, or 'all'"
+    )
     args = parser.parse_args()
     console = Console(stderr=True, width=160)
     models = [run.model_dump() for run in parse_models(args.models)]
@@ -51,6 +54,7 @@ def main() -> None:
             {
                 "dataset": name,
                 **RUNS[name],
+                "validation_users": args.validation_users,
                 "models": models,
                 "output": args.output / name,
             }
