@@ -36,10 +36,6 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def ml100k_head(data_home: Path) -> pl.DataFrame:
     """The first 20,000 ml-100k ratings as implicit events (weight 1): a small real log for services."""
-    df = pl.read_csv(
-        data_home / "ml-100k" / "u.data",
-        separator="\t",
-        has_header=False,
-        new_columns=["user_id", "item_id", "rating", "timestamp"],
-    )
-    return df.head(20_000).drop("rating").with_columns(weight=pl.lit(1.0))
+    from vitrina.data.loaders import load_movielens
+
+    return load_movielens(data_home / "ml-100k" / "u.data").head(20_000).with_columns(weight=pl.lit(1.0))

@@ -73,7 +73,7 @@ def leave_one_out(
         users = ordered.filter(eligible)[USER].unique().sort()
         if validation_users < users.len():
             picked = np.random.default_rng(seed).choice(users.len(), validation_users, replace=False)
-            validated = eligible & pl.col(USER).is_in(users.gather(np.sort(picked)).implode())
+            validated = eligible & pl.col(USER).is_in(users.gather(picked).implode())
     test = ordered.filter(eligible & (pl.col("_from_end") == 0))
     val = ordered.filter(validated & (pl.col("_from_end") == 1)) if validation else ordered.clear()
     train = ordered.filter(
