@@ -215,3 +215,7 @@ def models_list() -> None:
 
 def main() -> None:  # pragma: no cover - console entry point wrapper
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    app()
