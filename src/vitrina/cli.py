@@ -14,8 +14,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-from rich.table import Table
 
 from vitrina.errors import VitrinaError
 from vitrina.experiments.cli import app as ab_app
@@ -39,6 +37,8 @@ def _fail(exc: Exception) -> typer.Exit:
 @datasets_app.command("list")
 def datasets_list() -> None:
     """Known datasets and whether they are present under the data home."""
+    from rich.table import Table
+
     from vitrina.data.datasets import DATASETS, data_home, resolve
 
     table = Table(title=f"data home: {data_home()}")
@@ -64,6 +64,8 @@ def datasets_download(
     home: Annotated[Path | None, typer.Option(help="data home (default $VITRINA_DATA_HOME)")] = None,
 ) -> None:
     """Fetch an official archive, verify its checksums and unpack it under the data home."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     from vitrina.data.datasets import download
 
     with Progress(
@@ -203,6 +205,8 @@ def train(
 @app.command("models")
 def models_list() -> None:
     """Registered models and their default parameters."""
+    from rich.table import Table
+
     from vitrina.models.registry import MODELS
 
     table = Table()

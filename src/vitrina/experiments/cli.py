@@ -9,11 +9,9 @@ from typing import Annotated
 import typer
 
 from vitrina.errors import VitrinaError
-from vitrina.experiments.analysis import analyze
-from vitrina.experiments.design import DesignSpec, load_design, plan, plot_power_curve
-from vitrina.experiments.metrics import MetricSpec
-from vitrina.experiments.report import write_report
-from vitrina.experiments.schema import read_events, read_table
+
+# The statistics stack (scipy.stats, statsmodels) is imported inside each command, so that
+# `vitrina --help` and unrelated commands start in well under a second.
 
 app = typer.Typer(help="A/B experiments: pre-registered design, sample size and duration, analysis report.")
 
@@ -28,6 +26,9 @@ def template(
     out: Annotated[Path, typer.Argument(help="Where to write the design spec JSON template.")],
 ) -> None:
     """Write a design spec template to fill in (hypothesis, metrics, MDE, decision rule)."""
+    from vitrina.experiments.design import DesignSpec
+    from vitrina.experiments.metrics import MetricSpec
+
     spec = DesignSpec(
         name="my_experiment",
         hypothesis="The new ranker increases clicks per user without hurting purchases.",
@@ -49,6 +50,9 @@ def design(
     plot: Annotated[Path | None, typer.Option(help="Power-curve PNG path.")] = None,
 ) -> None:
     """Size the experiment from history (MDE <-> units <-> whole weeks) and freeze the design."""
+    from vitrina.experiments.design import DesignSpec, plan, plot_power_curve
+    from vitrina.experiments.schema import read_table
+
     try:
         spec = DesignSpec.model_validate_json(spec_path.read_text())
         result = plan(spec, read_table(history))
@@ -74,6 +78,11 @@ def analyze_cmd(
     ] = False,
 ) -> None:
     """Analyse a log against its design: SRM, effects, corrections, sequential looks, decision."""
+    from vitrina.experiments.analysis import analyze
+    from vitrina.experiments.design import load_design
+    from vitrina.experiments.report import write_report
+    from vitrina.experiments.schema import read_events, read_table
+
     try:
         design_obj = load_design(design_path)
         log = read_events(events)

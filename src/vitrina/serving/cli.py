@@ -8,9 +8,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from vitrina.serving.schemas import Exploration
-from vitrina.serving.service import Settings
-
 
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="model directory written by Recommender.save")],
@@ -60,6 +57,8 @@ def serve(
     import uvicorn
 
     from vitrina.serving.app import create_app
+    from vitrina.serving.schemas import Exploration
+    from vitrina.serving.service import Settings
 
     if sqlite_sync not in ("full", "normal"):
         raise typer.BadParameter(
