@@ -116,7 +116,7 @@ def benchmark(
         Path | None, typer.Option(help="folder for results.json, results.md, pareto.png")
     ] = None,
     format: Annotated[
-        str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")
+        str | None, typer.Option(help="for a file: movielens, s3rec, s3rec-ts, pairs, csv, tsv, parquet")
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with the same keys; flags override it")
@@ -167,7 +167,7 @@ def train(
     model: Annotated[str, typer.Option(help="one model spec, e.g. ease:l2=500 or esasrec:epochs=50")],
     output: Annotated[Path, typer.Option(help="model directory to write (servable with `vitrina serve`)")],
     format: Annotated[
-        str | None, typer.Option(help="for a file: movielens, s3rec, pairs, csv, tsv, parquet")
+        str | None, typer.Option(help="for a file: movielens, s3rec, s3rec-ts, pairs, csv, tsv, parquet")
     ] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     seed: Annotated[int, typer.Option(help="seed for models that take one")] = 0,

@@ -67,6 +67,9 @@ class DatasetSpec:
     archive: Archive | None = None
     partial: frozenset[str] = field(default_factory=frozenset)  # candidates that are incomplete copies
     implicit_threshold: float | None = None
+    # False: ``timestamp`` is only the order of events (S3-Rec/SASRec sequence files); models that
+    # read times (hstu, fuxi-alpha) refuse such data
+    has_time: bool = True
 
 
 _ML1M_NOTE = "ml-1m/ratings_users_0001-2999.dat.gz"
@@ -108,18 +111,35 @@ DATASETS: dict[str, DatasetSpec] = {
             (("amazon-beauty/s3rec/Beauty.txt", "s3rec"), ("beauty/Beauty.txt", "s3rec")),
             "Amazon Beauty 5-core, S3-Rec preprocessing (22,363 users, 12,101 items)",
             "https://github.com/RUCAIBox/CIKM2020-S3Rec (data/Beauty.txt)",
+            has_time=False,
+        ),
+        DatasetSpec(
+            "beauty-ts",
+            (("amazon-beauty/timestamps/Beauty_s3rec_with_ts.tsv.gz", "s3rec-ts"),),
+            "Amazon Beauty 5-core, S3-Rec preprocessing with absolute review times (Unix seconds, day "
+            "resolution: same-day events keep the S3-Rec order); the same 198,502 events as 'beauty'",
+            "https://github.com/KingGugu/TiCoSeRec (data/Beauty, times attached to S3-Rec ids)",
         ),
         DatasetSpec(
             "yelp",
             (("yelp/s3rec/Yelp.txt", "s3rec"), ("yelp/Yelp.txt", "s3rec")),
             "Yelp 2019 5-core, S3-Rec preprocessing (30,431 users, 20,033 items)",
             "https://github.com/RUCAIBox/CIKM2020-S3Rec (data/Yelp.txt)",
+            has_time=False,
+        ),
+        DatasetSpec(
+            "yelp-ts",
+            (("yelp/timestamps/Yelp_s3rec_with_ts.tsv.gz", "s3rec-ts"),),
+            "Yelp 2019 5-core, S3-Rec preprocessing with absolute review times (Unix seconds); 30,424 "
+            "of the 30,431 users of 'yelp' (7 users could not be matched to their times)",
+            "https://github.com/KingGugu/TiCoSeRec (data/Yelp-A, times attached to S3-Rec ids)",
         ),
         DatasetSpec(
             "lastfm",
             (("lastfm/s3rec/LastFM.txt", "s3rec"), ("lastfm/LastFM.txt", "s3rec")),
             "Last.fm HetRec-2k tagging sequences, S3-Rec preprocessing (1,090 users, 3,646 artists)",
             "https://github.com/RUCAIBox/CIKM2020-S3Rec (data/LastFM.txt)",
+            has_time=False,
         ),
         DatasetSpec(
             "video-games",
@@ -129,6 +149,7 @@ DATASETS: dict[str, DatasetSpec] = {
             ),
             "Amazon Video Games, SASRec preprocessing (31,013 users, 23,715 items)",
             "https://github.com/kang205/SASRec (data/Video.txt)",
+            has_time=False,
         ),
     )
 }

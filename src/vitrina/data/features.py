@@ -64,6 +64,10 @@ def item_features_for(dataset_path: Path, fmt: str, items: IdMap) -> sp.csr_matr
     if fmt == "s3rec":
         attr = dataset_path.with_name(dataset_path.stem + "_item2attributes.json")
         return attributes_json(attr, items) if attr.is_file() else None
+    if fmt == "s3rec-ts":  # <data>/timestamps/Beauty_s3rec_with_ts.tsv.gz -> <data>/s3rec/Beauty_...
+        name = dataset_path.name.partition("_")[0]
+        attr = dataset_path.parent.parent / "s3rec" / f"{name}_item2attributes.json"
+        return attributes_json(attr, items) if attr.is_file() else None
     if fmt == "movielens" and dataset_path.name == "u.data":
         genres = dataset_path.with_name("u.item")
         return movielens_genres(genres, items) if genres.is_file() else None

@@ -17,7 +17,7 @@ from vitrina.data.columns import ITEM, TIMESTAMP, USER, WEIGHT
 from vitrina.data.interactions import LINE_COLUMN, DuplicatePolicy, validate_interactions
 from vitrina.errors import DataValidationError
 
-Format = Literal["movielens", "s3rec", "pairs", "csv", "tsv", "parquet"]
+Format = Literal["movielens", "s3rec", "s3rec-ts", "pairs", "csv", "tsv", "parquet"]
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -216,13 +216,35 @@ def load_table(
     return validate_interactions(df, source=str(path), first_line=first_line, duplicates=duplicates)
 
 
+def load_s3rec_timestamped(path: str | Path) -> pl.DataFrame:
+    """S3-Rec interactions with absolute times: TAB-separated ``user_id item_id timestamp`` with a
+    header, integer ids, Unix seconds, each user's rows in sequence order. Events with equal times
+    (day-resolution reviews) keep the file's order everywhere downstream (stable sorts)."""
+    df = load_table(path, format="tsv")
+    for col in (USER, ITEM):
+        cast = df[col].cast(pl.Int64, strict=False)
+        bad = cast.is_null()
+        if bad.any():
+            line = int(bad.arg_max() or 0) + 2  # + header, 1-based
+            raise DataValidationError(
+                f"{path}, line {line}, field '{col}': expected an integer id, got {df[col][line - 2]!r}"
+            )
+        df = df.with_columns(cast.alias(col))
+    return df
+
+
 def load(path: str | Path, format: Format, **kwargs: object) -> pl.DataFrame:
     """Dispatch on ``format``."""
-    readers = {"movielens": load_movielens, "s3rec": load_s3rec, "pairs": load_pairs}
+    readers = {
+        "movielens": load_movielens,
+        "s3rec": load_s3rec,
+        "s3rec-ts": load_s3rec_timestamped,
+        "pairs": load_pairs,
+    }
     if format in readers:
         return readers[format](path, **kwargs)  # type: ignore[operator]
     if format in ("csv", "tsv", "parquet"):
         return load_table(path, format=format, **kwargs)  # type: ignore[arg-type]
     raise DataValidationError(
-        f"unknown format {format!r}; expected one of movielens, s3rec, pairs, csv, tsv, parquet"
+        f"unknown format {format!r}; expected one of movielens, s3rec, s3rec-ts, pairs, csv, tsv, parquet"
     )

@@ -24,7 +24,7 @@ class BenchmarkConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str
-    format: Literal["movielens", "s3rec", "pairs", "csv", "tsv", "parquet"] | None = None
+    format: Literal["movielens", "s3rec", "s3rec-ts", "pairs", "csv", "tsv", "parquet"] | None = None
     split: Literal["loo", "temporal"] = "loo"
     cutoff: str | None = None  # temporal: ISO date/time or Unix seconds
     last_days: float | None = None  # temporal: the test period is the last N days
