@@ -26,7 +26,7 @@ datasets_app = typer.Typer(help="List and download datasets.", no_args_is_help=T
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
 app.command("serve", help="Serve a saved model over HTTP: /recommend, /slate, /events, /metrics.")(serve)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, log_path=False)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -89,11 +89,14 @@ def datasets_download(
 
 
 def _benchmark_config(**kwargs: Any) -> Any:
-    from vitrina.evaluation.config import load_config, make_config, parse_models
+    from vitrina.evaluation.config import load_config, make_config, parse_metrics, parse_models
 
     config_path = kwargs.pop("config")
     models = kwargs.pop("models")
+    metrics = kwargs.pop("metrics")
     overrides = {k: v for k, v in kwargs.items() if v is not None}
+    if metrics is not None:
+        overrides["metrics"] = parse_metrics(metrics)
     if models is not None:
         overrides["models"] = [m.model_dump() for m in parse_models(models)]
     if config_path is not None:
@@ -112,6 +115,12 @@ def benchmark(
     models: Annotated[str | None, typer.Option(help="e.g. popular,itemknn,ease:l2=500,als")] = None,
     split: Annotated[str | None, typer.Option(help="loo (leave-one-out) or temporal")] = None,
     k: Annotated[int | None, typer.Option(help="list length for all metrics")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="table and results.md columns, in order, e.g. ndcg,hr,coverage (results.json has all)"
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="folder for results.json, results.md, pareto.png")
     ] = None,
@@ -144,6 +153,7 @@ def benchmark(
             models=models,
             split=split,
             k=k,
+            metrics=metrics,
             output=output,
             format=format,
             config=config,

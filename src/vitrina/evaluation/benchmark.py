@@ -13,12 +13,18 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vitrina import __version__
@@ -29,12 +35,11 @@ from vitrina.data.filtering import k_core, to_implicit
 from vitrina.data.loaders import load
 from vitrina.data.splits import Split, leave_one_out, temporal_split
 from vitrina.errors import ConfigError
-from vitrina.evaluation.config import BenchmarkConfig
+from vitrina.evaluation.config import DEFAULT_COLUMNS, BenchmarkConfig
 from vitrina.evaluation.evaluate import build_truth, evaluate, history_dataset
 from vitrina.evaluation.report import pareto_plot, results_markdown
+from vitrina.models.base import Recommender
 from vitrina.models.registry import make_model
-
-HEADLINE = ("ndcg", "hr", "recall", "mrr", "map", "coverage", "novelty", "arp", "ild", "serendipity")
 
 
 def load_data(config: BenchmarkConfig) -> tuple[pl.DataFrame, Path, str]:
@@ -70,11 +75,60 @@ def make_split(config: BenchmarkConfig, df: pl.DataFrame) -> Split:
     )
 
 
-def run_benchmark(config: BenchmarkConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run every model of ``config``; write ``results.json``, ``results.md`` and ``pareto.png``
-    under ``config.output`` (if set) and return the results."""
-    console = console or Console(stderr=True)
-    with console.status(f"loading {config.dataset}"):
+@dataclass(frozen=True)
+class _Planned:
+    name: str
+    model: Recommender
+
+
+def plan_models(config: BenchmarkConfig, models: Mapping[str, Recommender] | None = None) -> list[_Planned]:
+    """Build every model before any data is read, so a typo in the last spec fails in a second,
+    not after the first models have been fitted. Models given as instances run after the specs."""
+    planned = []
+    for run in config.models:
+        params = dict(run.params)
+        model = make_model(run.name, params)
+        if "seed" in model.get_params() and "seed" not in params:
+            model = make_model(run.name, {**params, "seed": config.seed})
+        planned.append(_Planned(run.name, model))
+    for name, model in (models or {}).items():
+        if not isinstance(model, Recommender):
+            raise ConfigError(
+                f"models[{name!r}]: expected a vitrina Recommender instance, got {type(model).__name__}"
+            )
+        planned.append(_Planned(name, model))
+    names = [p.name for p in planned]
+    if not planned:
+        raise ConfigError("models: give at least one model (--models, [[models]] in TOML, or instances)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"models: names must be unique to tell the runs apart, got {names}")
+    return planned
+
+
+@contextmanager
+def _step(console: Console, text: str) -> Iterator[None]:
+    """A spinner with elapsed time while a long step runs (transient: the log line stays)."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(text, total=None)
+        yield
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    console: Console | None = None,
+    models: Mapping[str, Recommender] | None = None,
+) -> dict[str, Any]:
+    """Run every model of ``config`` (and the unfitted ``models`` instances, by name); write
+    ``results.json``, ``results.md`` and ``pareto.png`` under ``config.output`` (if set) and
+    return the results.
+
+    Every model is built before the data is loaded. If a model fails, the runs finished so far
+    are written (with ``"failed": {"model", "error"}``) before the error propagates.
+    """
+    console = console or Console(stderr=True, log_path=False)
+    planned = plan_models(config, models)
+    with _step(console, f"loading {config.dataset}"):
         df, path, fmt = load_data(config)
         split = make_split(config, df)
     history_df = pl.concat([split.train, split.validation], how="vertical_relaxed")
@@ -84,56 +138,88 @@ def run_benchmark(config: BenchmarkConfig, console: Console | None = None) -> di
         f"split {config.split}: " + ", ".join(f"{k}={v:,}" for k, v in split.summary().items())
     )
     expected_external = _popular_expectation(history_df, split.test, config.k)
-    runs = []
-    for run in config.models:
-        params = dict(run.params)
-        model = make_model(run.name, params)
-        if "seed" in model.get_params() and "seed" not in params:
-            params["seed"] = config.seed
-            model = make_model(run.name, params)
-        console.log(f"[bold]{run.name}[/bold]: fitting {model!r}")
-        start = time.perf_counter()
-        if model.uses_validation:
-            model.fit(split.train, validation=split.validation)
-        else:
-            model.fit(history_df)
-        fit_seconds = time.perf_counter() - start
-        history = history_dataset(model, history_df)
-        truth = build_truth(history, split.test)
-        expected = _to_internal(expected_external, model, truth.users)
-        vectors = item_features_for(path, fmt, model.items_)
-        result = evaluate(model, history, truth, k=config.k, item_vectors=vectors, expected=expected)
-        record: dict[str, Any] = {
-            "model": run.name,
-            "params": _jsonable(model.get_params()),
-            "metrics": result.metrics,
-            "fit_seconds": round(fit_seconds, 3),
-            "recommend_seconds": round(result.recommend_seconds, 3),
-            "test_events_cold_items": truth.n_cold_events,
-        }
-        record.update(getattr(model, "training_summary_", {}))
-        runs.append(record)
-        k = config.k
-        console.log(
-            f"{run.name}: ndcg@{k}={result.metrics[f'ndcg@{k}']:.4f} hr@{k}={result.metrics[f'hr@{k}']:.4f} "
-            f"coverage@{k}={result.metrics[f'coverage@{k}']:.4f} fit {fit_seconds:.1f}s"
-        )
-    results = {
+    results: dict[str, Any] = {
         "dataset": config.dataset,
         "split": config.split,
         "k": config.k,
-        "runs": runs,
+        "runs": [],
         "seed": config.seed,
         "validation_users": config.validation_users,
+        "columns": list(config.metrics),
         "data": {"events": df.height, **split.summary()},
         "vitrina_version": __version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
-    console.print(results_table(results))
+    for item in planned:
+        try:
+            record = _run_one(item, config, split, history_df, path, fmt, expected_external, console)
+        except BaseException as exc:
+            results["failed"] = {"model": item.name, "error": f"{type(exc).__name__}: {exc}"}
+            if results["runs"] and config.output is not None:
+                write_results(results, config.output)
+                console.log(
+                    f"{item.name} failed; wrote the {len(results['runs'])} finished runs to {config.output}"
+                )
+            raise
+        results["runs"].append(record)
+    console.print(results_table(results, console.width))
     if config.output is not None:
         write_results(results, config.output)
         console.log(f"wrote {config.output}/results.json, results.md, pareto.png")
     return results
+
+
+def _run_one(
+    item: _Planned,
+    config: BenchmarkConfig,
+    split: Split,
+    history_df: pl.DataFrame,
+    path: Path,
+    fmt: str,
+    expected_external: pl.DataFrame,
+    console: Console,
+) -> dict[str, Any]:
+    model, k = item.model, config.k
+    console.log(f"[bold]{item.name}[/bold]: fitting {model!r}")
+    start = time.perf_counter()
+    with _step(console, f"fitting {item.name}"):
+        if model.uses_validation:
+            model.fit(split.train, validation=split.validation)
+        else:
+            model.fit(history_df)
+    fit_seconds = time.perf_counter() - start
+    with _step(console, f"ranking the catalogue for {split.test[USER].n_unique():,} test users"):
+        history = history_dataset(model, history_df)
+        truth = build_truth(history, split.test)
+        expected = _to_internal(expected_external, model, truth.users)
+        vectors = item_features_for(path, fmt, model.items_)
+        result = evaluate(model, history, truth, k=k, item_vectors=vectors, expected=expected)
+    record: dict[str, Any] = {
+        "model": item.name,
+        "params": _jsonable(model.get_params()),
+        "metrics": result.metrics,
+        "fit_seconds": round(fit_seconds, 3),
+        "recommend_seconds": round(result.recommend_seconds, 3),
+        "test_events_cold_items": truth.n_cold_events,
+    }
+    summary = dict(getattr(model, "training_summary_", {}))
+    record.update(summary)
+    shown = " ".join(
+        f"{m}@{k}={result.metrics[f'{m}@{k}']:.4f}" for m in config.metrics if f"{m}@{k}" in result.metrics
+    )
+    console.log(f"{item.name}: {shown} fit {fit_seconds:.1f}s")
+    if not_converged(summary):
+        console.log(
+            f"[yellow]{item.name}: not converged[/yellow] — the best validation epoch is the last one "
+            f"({summary['best_epoch']}); raise epochs to let early stopping decide"
+        )
+    return record
+
+
+def not_converged(summary: Mapping[str, Any]) -> bool:
+    """Early stopping never triggered: the best validation score came at the final epoch."""
+    best, trained = summary.get("best_epoch"), summary.get("epochs_trained")
+    return summary.get("best_val_recall_at_10") is not None and best is not None and best == trained
 
 
 def _popular_expectation(history: pl.DataFrame, test: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -161,27 +247,53 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=str))
 
 
-def results_table(results: dict[str, Any]) -> Table:
+def results_table(results: dict[str, Any], width: int | None = None) -> Table:
+    """The headline columns (``results["columns"]``, in that order), dropping trailing metric
+    columns that would not fit ``width`` characters instead of squeezing every cell to ``0.…``."""
     k = results["k"]
-    table = Table(title=f"{results['dataset']} · split {results['split']} · k={k}")
-    table.add_column("model")
-    columns = [f"{m}@{k}" for m in HEADLINE if any(f"{m}@{k}" in r["metrics"] for r in results["runs"])]
-    for c in columns:
-        table.add_column(c, justify="right")
-    table.add_column("fit s", justify="right")
-    table.add_column("rec s", justify="right")
-    for r in results["runs"]:
-        table.add_row(
-            r["model"],
-            *[f"{r['metrics'].get(c, float('nan')):.4f}" for c in columns],
-            f"{r['fit_seconds']:.1f}",
-            f"{r['recommend_seconds']:.2f}",
+    names = display_columns(results)
+    runs = results["runs"]
+    cells = [
+        [r["model"] + (" (not converged)" if not_converged(r) else "")]
+        + [f"{r['metrics'][f'{m}@{k}']:.4f}" if f"{m}@{k}" in r["metrics"] else "" for m in names]
+        + [f"{r['fit_seconds']:.1f}", f"{r['recommend_seconds']:.2f}"]
+        for r in runs
+    ]
+    headers = ["model", *(f"{m}@{k}" for m in names), "fit s", "rec s"]
+    keep = list(range(len(headers)))
+    while True:
+        dropped = len(headers) - len(keep)
+        caption = f"+{dropped} columns in results.md (pick: --metrics)" if dropped else None
+        table = Table(
+            title=f"{results['dataset']} · split {results['split']} · k={k}",
+            caption=caption,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
         )
-    return table
+        for i in keep:
+            table.add_column(headers[i], justify="left" if i == 0 else "right", no_wrap=True)
+        for row in cells:
+            table.add_row(*(row[i] for i in keep))
+        if width is None or len(keep) <= 3 or _natural_width(table) <= width:
+            return table
+        keep.pop(-3)  # the last metric column; the model and the two timings stay
+
+
+def _natural_width(table: Table) -> int:
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def display_columns(results: dict[str, Any]) -> list[str]:
+    """Metric names shown in the console and results.md: the run's ``columns`` that were computed."""
+    k = results["k"]
+    wanted = results.get("columns") or list(DEFAULT_COLUMNS)
+    return [m for m in wanted if any(f"{m}@{k}" in r["metrics"] for r in results["runs"])]
 
 
 def write_results(results: dict[str, Any], output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2))
-    (output / "results.md").write_text(results_markdown(results))
+    (output / "results.md").write_text(results_markdown(results, display_columns(results)))
     pareto_plot(results, output / "pareto.png")

@@ -18,6 +18,22 @@ class ModelRun(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+METRIC_NAMES = (
+    "ndcg",
+    "hr",
+    "recall",
+    "precision",
+    "mrr",
+    "map",
+    "coverage",
+    "novelty",
+    "arp",
+    "ild",
+    "serendipity",
+)
+DEFAULT_COLUMNS = ("ndcg", "hr", "recall", "mrr", "coverage")
+
+
 class BenchmarkConfig(BaseModel):
     """What to run. ``dataset`` is a registered name or a file path (then ``format`` is required)."""
 
@@ -35,18 +51,31 @@ class BenchmarkConfig(BaseModel):
     implicit_threshold: float | None = None  # keep events with weight >= threshold; all if None
     min_user: int | None = None  # k-core before splitting
     min_item: int | None = None
-    models: list[ModelRun]
+    # may be empty when model instances are passed to run_benchmark
+    models: list[ModelRun] = Field(default_factory=list)
     k: int = Field(10, ge=1, le=1000)
+    # columns of the console table and results.md, in this order; results.json keeps every metric
+    metrics: tuple[Literal[METRIC_NAMES], ...] = DEFAULT_COLUMNS  # type: ignore[valid-type]
     seed: int = 0
     output: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> BenchmarkConfig:
-        if not self.models:
-            raise ValueError("models: give at least one model")
         if self.split == "temporal" and (self.cutoff is None) == (self.last_days is None):
             raise ValueError("temporal split: give exactly one of cutoff or last_days")
         return self
+
+
+def parse_metrics(spec: str) -> tuple[str, ...]:
+    """``"ndcg,hr,coverage"`` -> ``("ndcg", "hr", "coverage")``; an ``@k`` suffix is allowed and dropped."""
+    names = tuple(t.strip().partition("@")[0].lower() for t in spec.split(",") if t.strip())
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown or not names:
+        raise ConfigError(
+            f"--metrics: unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(METRIC_NAMES)}"
+        )
+    return names
 
 
 def parse_models(spec: str) -> list[ModelRun]:

@@ -6,9 +6,14 @@ from pathlib import Path
 from typing import Any
 
 
-def results_markdown(results: dict[str, Any]) -> str:
+def results_markdown(results: dict[str, Any], first: list[str]) -> str:
+    """The console's columns (``first``, metric names without ``@k``) in its order, then every
+    other metric at ``k`` that was computed."""
     k = results["k"]
-    names = sorted({m for r in results["runs"] for m in r["metrics"] if m.endswith(f"@{k}")})
+    computed = [m for r in results["runs"] for m in r["metrics"] if m.endswith(f"@{k}")]
+    names = [f"{m}@{k}" for m in first] + [
+        m for m in dict.fromkeys(computed) if m[: -len(f"@{k}")] not in first
+    ]
     lines = [
         f"# {results['dataset']} · split `{results['split']}` · k={k} · seed {results.get('seed', 0)}",
         "",
@@ -24,6 +29,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         )
     lines += ["", "Parameters:", ""]
     lines += [f"- `{r['model']}`: `{r['params']}`" for r in results["runs"]]
+    if "failed" in results:
+        failed = results["failed"]
+        lines += ["", f"**Not finished:** `{failed['model']}` failed: {failed['error']}"]
     return "\n".join(lines) + "\n"
 
 
