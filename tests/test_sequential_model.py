@@ -9,10 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from vitrina.data.splits import leave_one_out
 from vitrina.errors import ConfigError, ModelLoadError
 from vitrina.models.base import load_model
 from vitrina.models.registry import make_model
 from vitrina.models.sequential import SequentialTransformer
+from vitrina.models.sequential import model as seq_model
+from vitrina.models.sequential import training as seq_training
 from vitrina.models.sequential.layers import LiGRBlock, PreLNBlock, SASRecBlock
 from vitrina.models.sequential.losses import BCE, GBCE, FullSoftmax, SampledSoftmax
 from vitrina.models.sequential.objectives import MaskedItem, ShiftedSequence
@@ -91,6 +94,59 @@ def test_early_stopping_summary_and_restore() -> None:
     assert s["epochs_trained"] == 6 or s["epochs_trained"] - s["best_epoch"] == 2
     best = max(h["val_recall_at_10"] for h in s["history"])
     assert s["best_val_recall_at_10"] == best
+
+
+def _recording_train(monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, object, int]]:
+    """Replace the training loop with a wrapper that records (rows, validation set, epochs)."""
+    calls: list[tuple[np.ndarray, object, int]] = []
+
+    def recording(parts, rows, val, opts, *args):  # type: ignore[no-untyped-def]
+        calls.append((rows.copy(), val, opts.epochs))
+        return seq_training.train(parts, rows, val, opts, *args)
+
+    monkeypatch.setattr(seq_model, "train", recording)
+    return calls
+
+
+def test_refit_trains_chosen_epochs_on_train_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    split = leave_one_out(planted(n_users=120), validation_users=40)
+    calls = _recording_train(monkeypatch)
+    params = {**FAST, "max_len": 20, "epochs": 8, "patience": 3}
+    model = SequentialTransformer(refit=True, **params).fit(split.train, validation=split.validation)
+    s = model.training_summary_
+    assert len(calls) == 2 and calls[0][1] is not None and calls[1][1] is None  # select, then refit
+    assert calls[1][2] == s["best_epoch"] == s["refit"]["epochs_trained"]
+    assert s["refit"]["events"] == split.train.height + split.validation.height
+
+    # the refit rows are exactly each user's train + validation sequence: validation events in,
+    # test events (each user's last) never
+    def token_rows(frame: pl.DataFrame) -> list[list[int]]:
+        ordered = frame.sort(["user_id", "timestamp"], maintain_order=True)
+        by_user = ordered.group_by("user_id", maintain_order=True).agg("item_id")
+        internal = {u: i for i, u in enumerate(model.users_.to_external(np.arange(len(model.users_))))}
+        seqs = sorted(by_user.iter_rows(), key=lambda r: internal[r[0]])
+        return [list(model.items_.to_internal(pl.Series(items)) + 1) for _, items in seqs]
+
+    def nonzero(rows: np.ndarray) -> list[list[int]]:
+        return [[int(t) for t in row if t > 0] for row in rows]
+
+    assert nonzero(calls[0][0]) == token_rows(split.train)
+    assert nonzero(calls[1][0]) == token_rows(pl.concat([split.train, split.validation]))
+    test_pairs = set(split.test.select("user_id", "timestamp").iter_rows())
+    trained_pairs = set(pl.concat([split.train, split.validation]).select("user_id", "timestamp").iter_rows())
+    assert not test_pairs & trained_pairs
+    # the saved histories are the data the final network trained on, validation events included
+    user = int(model.users_.to_internal(pl.Series([split.validation["user_id"][0]]))[0])
+    assert model.items_.to_external(model.user_history(user))[-1] == split.validation["item_id"][0]
+    assert model.recommend_for_history([3, 7, 100], k=3)["item_id"][0] == 101
+
+
+def test_without_refit_training_runs_once_on_train_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    split = leave_one_out(planted(n_users=60), validation_users=20)
+    calls = _recording_train(monkeypatch)
+    model = SequentialTransformer(**{**FAST, "epochs": 3}).fit(split.train, validation=split.validation)
+    assert len(calls) == 1 and "refit" not in model.training_summary_
+    assert sum(len(r) for r in [[t for t in row if t > 0] for row in calls[0][0]]) == split.train.height
 
 
 def test_refit_is_deterministic(fitted: SequentialTransformer) -> None:

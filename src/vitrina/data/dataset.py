@@ -53,6 +53,14 @@ class Dataset:
         df = df.filter((pl.col(USER_IDX) >= 0) & (pl.col(ITEM_IDX) >= 0))
         return Dataset(df.sort([USER_IDX, TIMESTAMP], maintain_order=True), self.users, self.items)
 
+    def extended(self, other: Dataset) -> Dataset:
+        """This dataset plus ``other``'s events (indexed with the same id maps, e.g. by
+        :meth:`subset`), in chronological order per user; ties keep this dataset's events first."""
+        if other.users is not self.users or other.items is not self.items:
+            raise ValueError("Dataset.extended: the other dataset must share this one's id maps")
+        df = pl.concat([self.interactions, other.interactions.select(self.interactions.columns)])
+        return Dataset(df.sort([USER_IDX, TIMESTAMP], maintain_order=True), self.users, self.items)
+
     @property
     def n_users(self) -> int:
         return len(self.users)

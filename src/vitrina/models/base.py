@@ -58,13 +58,15 @@ class Recommender(ABC):
         val = None
         if validation is not None and self.uses_validation:
             val = dataset.subset(validation)
-        self._fit(dataset, val)
-        self.users_, self.items_, self.seen_ = dataset.users, dataset.items, dataset.seen
-        self.history_indptr_, self.history_items_ = dataset.sequence_indptr, dataset.item_idx.astype(np.int64)
+        trained = self._fit(dataset, val) or dataset
+        self.users_, self.items_, self.seen_ = trained.users, trained.items, trained.seen
+        self.history_indptr_, self.history_items_ = trained.sequence_indptr, trained.item_idx.astype(np.int64)
         return self
 
     @abstractmethod
-    def _fit(self, data: Dataset, validation: Dataset | None) -> None: ...
+    def _fit(self, data: Dataset, validation: Dataset | None) -> Dataset | None:
+        """Learn from ``data``; return the dataset finally trained on when that is not ``data``
+        (a model that refits on train + validation), so the saved histories include it."""
 
     @abstractmethod
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:

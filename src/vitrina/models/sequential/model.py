@@ -4,6 +4,7 @@ chosen by name; SASRec, BERT4Rec, gSASRec and eSASRec are registry entries of it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import get_args
 
 import numpy as np
@@ -32,7 +33,8 @@ class SequentialTransformer(Recommender):
     ``logq_correction``;
     ``softmax`` over the full catalogue) and
     ``sampler`` (``uniform``, ``in_batch``, ``mixed``). Training uses Adam (betas 0.9, 0.98), early
-    stopping on validation Recall@10 with ``patience`` and restores the best epoch's weights;
+    stopping on validation Recall@10 with ``patience`` and restores the best epoch's weights, or
+    with ``refit`` trains a fresh network for the best epoch count on train + validation;
     batches are random users; ``pack`` lays several short sequences into one row (attention kept
     within each), which removes most padding without biasing batches towards one length.
     ``device="auto"`` picks CUDA when present. Under an initialised ``torch.distributed`` process
@@ -63,6 +65,7 @@ class SequentialTransformer(Recommender):
         lr: float = 0.001,
         epochs: int = 200,
         patience: int = 50,
+        refit: bool = False,
         pack: bool = True,
         seed: int = 0,
         device: str = "auto",
@@ -87,6 +90,7 @@ class SequentialTransformer(Recommender):
         self.lr = lr
         self.epochs = epochs
         self.patience = patience
+        self.refit = refit
         self.pack = pack
         self.seed = seed
         self.device = device
@@ -148,24 +152,17 @@ class SequentialTransformer(Recommender):
         return Parts(self._build_encoder(n_items), self._build_objective(n_items), loss, sampler)
 
     # ----------------------------------------------------------------- learning
-    def _fit(self, data: Dataset, validation: Dataset | None) -> None:
+    def _fit(self, data: Dataset, validation: Dataset | None) -> Dataset | None:
         ctx = DistContext.current()
         device = ctx.device(self.device)
-        torch.manual_seed(self.seed)
-        n = data.n_items
-        parts = self.build_parts(n, np.bincount(data.item_idx, minlength=n))
-        self.network_, self.objective_ = parts.encoder, parts.objective
-        width = self.max_len + self.objective_.extra
-        rows = pad_left([data.sequence(u) + 1 for u in range(data.n_users)], width)
-        rows = rows[(rows > 0).sum(1) >= 1 + self.objective_.extra]  # at least one (input, target) pair
         val = None
         if validation is not None and validation.interactions.height:
             users = validation.user_idx
-            seen = data.seen[users]
+            objective = self._build_objective(data.n_items)
             val = ValidationSet(
-                [self.objective_.inference_tokens(data.sequence(u)) for u in users],
+                [objective.inference_tokens(data.sequence(u)) for u in users],
                 validation.item_idx.astype(np.int64),
-                seen,
+                data.seen[users],
             )
         opts = TrainOptions(
             self.epochs,
@@ -177,8 +174,41 @@ class SequentialTransformer(Recommender):
             self.pack,
             self.verbose,
         )
-        self.training_summary_ = train(parts, rows, val, opts, self.seed, device, ctx)
+        self.training_summary_ = self._train(data, val, opts, device, ctx)
+        if not (self.refit and val is not None and validation is not None):
+            return None
+        # the validation run chose the epoch count; a fresh network (same seed) now trains that many
+        # epochs on train + validation, so no event is lost to early stopping
+        full = data.extended(validation)
+        epochs = int(self.training_summary_["best_epoch"])  # type: ignore[call-overload]
+        again = self._train(full, None, replace(opts, epochs=epochs), device, ctx)
+        self.training_summary_["refit"] = {
+            "epochs_trained": again["epochs_trained"],
+            "events": full.interactions.height,
+            "epoch_seconds_median": again["epoch_seconds_median"],
+            "final_loss": again["final_loss"],
+        }
+        return full
+
+    def _train(
+        self,
+        data: Dataset,
+        val: ValidationSet | None,
+        opts: TrainOptions,
+        device: torch.device,
+        ctx: DistContext,
+    ) -> dict[str, object]:
+        """A fresh network (seeded) trained on every user's sequence of ``data``."""
+        torch.manual_seed(self.seed)
+        n = data.n_items
+        parts = self.build_parts(n, np.bincount(data.item_idx, minlength=n))
+        self.network_, self.objective_ = parts.encoder, parts.objective
+        width = self.max_len + self.objective_.extra
+        rows = pad_left([data.sequence(u) + 1 for u in range(data.n_users)], width)
+        rows = rows[(rows > 0).sum(1) >= 1 + self.objective_.extra]  # at least one (input, target) pair
+        summary = train(parts, rows, val, opts, self.seed, device, ctx)
         self.network_.to("cpu").eval()
+        return summary
 
     # ----------------------------------------------------------------- scoring
     # score = last hidden state · tied item embedding, no bias or scale; the vectors serve ANN retrieval
