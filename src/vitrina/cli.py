@@ -22,7 +22,7 @@ from vitrina.serving.cli import serve
 app = typer.Typer(
     help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False
 )
-datasets_app = typer.Typer(help="List and download datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(help="List, download and synthesise datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
 app.command("serve", help="Serve a saved model over HTTP: /recommend, /slate, /events, /metrics.")(serve)
@@ -86,6 +86,41 @@ def datasets_download(
         except VitrinaError as exc:
             raise _fail(exc) from None
     err.print(f"{name}: verified and unpacked into {folder}")
+
+
+@datasets_app.command("synth")
+def datasets_synth(
+    events: Annotated[int, typer.Option(help="number of events")],
+    users: Annotated[int, typer.Option(help="number of users")],
+    items: Annotated[int, typer.Option(help="number of items")],
+    output: Annotated[Path, typer.Option(help="FILE.parquet; the catalogue goes to FILE.items.parquet")],
+    seed: Annotated[int, typer.Option(help="same seed, same file")] = 0,
+    categories: Annotated[int, typer.Option(help="item categories")] = 50,
+    start: Annotated[str, typer.Option(help="first day of the date range (ISO)")] = "2024-01-01",
+    days: Annotated[float, typer.Option(help="length of the date range in days")] = 365.0,
+    repeat: Annotated[float, typer.Option(help="probability an event repeats a recent item")] = 0.0,
+) -> None:
+    """Generate a synthetic log: Zipf popularity, heavy-tailed users, drifting item-to-item
+    transitions, categories and coordinates (docs/benchmarks.md, "Synthetic logs")."""
+    from vitrina.data.synth import SynthConfig, write_synth
+
+    cfg = SynthConfig(
+        events=events,
+        users=users,
+        items=items,
+        seed=seed,
+        categories=categories,
+        start=start,
+        days=days,
+        repeat=repeat,
+    )
+    with Progress("[progress.description]{task.description}", BarColumn(), console=err) as progress:
+        task = progress.add_task("generating", total=events)
+        try:
+            log, catalog = write_synth(cfg, output, lambda done, _: progress.update(task, completed=done))
+        except VitrinaError as exc:
+            raise _fail(exc) from None
+    err.print(f"wrote {events:,} events to {log} and the catalogue to {catalog}")
 
 
 def _benchmark_config(**kwargs: Any) -> Any:
