@@ -102,6 +102,8 @@ def datasets_synth(
 ) -> None:
     """Generate a synthetic log: Zipf popularity, heavy-tailed users, drifting item-to-item
     transitions, categories and coordinates (docs/benchmarks.md, "Synthetic logs")."""
+    from rich.progress import BarColumn, Progress
+
     from vitrina.data.synth import SynthConfig, write_synth
 
     cfg = SynthConfig(
