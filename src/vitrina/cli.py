@@ -249,6 +249,52 @@ def train(
     err.print(f"saved {runs[0].name} to {output}")
 
 
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="model directory written by `vitrina train`")],
+    users: Annotated[str, typer.Option(help="'all' or a file of user ids: Parquet, or text one per line")],
+    output: Annotated[Path, typer.Option(help="Parquet file to write: user_id, item_id, score, rank")],
+    k: Annotated[int, typer.Option(min=1, help="items per user")] = 10,
+    exclude_seen: Annotated[bool, typer.Option(help="leave out items the user has seen")] = True,
+    allow_items: Annotated[Path | None, typer.Option(help="file of the only item ids allowed")] = None,
+    deny_items: Annotated[Path | None, typer.Option(help="file of item ids never recommended")] = None,
+    skip_unknown: Annotated[bool, typer.Option(help="skip user ids the model has not seen")] = False,
+    chunk_users: Annotated[int, typer.Option(min=1, help="users per chunk (bounds memory)")] = 4096,
+    ray: Annotated[
+        str | None, typer.Option(help="score on a Ray cluster at this address (e.g. 10.0.0.1:6379 or 'auto')")
+    ] = None,
+) -> None:
+    """Top-k for many users into one Parquet file, streamed in chunks (filters as in Python's
+    Recommender.recommend); on a Ray cluster with --ray."""
+    from vitrina.data.columns import ITEM, USER
+    from vitrina.serving.batch import BatchOptions, read_ids, recommend_to_parquet
+
+    try:
+        opts = BatchOptions(
+            k=k,
+            exclude_seen=exclude_seen,
+            allow_items=None if allow_items is None else read_ids(allow_items, ITEM).to_list(),
+            deny_items=None if deny_items is None else read_ids(deny_items, ITEM).to_list(),
+            chunk_users=chunk_users,
+        )
+        ids = None if users == "all" else read_ids(Path(users), USER)
+        with Progress(*Progress.get_default_columns(), console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task("scoring users", total=None)
+            n = recommend_to_parquet(
+                model_dir,
+                output,
+                opts,
+                users=ids,
+                users_source=users,
+                skip_unknown=skip_unknown,
+                ray_address=ray,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except VitrinaError as exc:
+        raise _fail(exc) from None
+    err.print(f"{n} users: top-{k} written to {output}")
+
+
 @app.command("models")
 def models_list() -> None:
     """Registered models and their default parameters."""
