@@ -266,6 +266,8 @@ def recommend(
 ) -> None:
     """Top-k for many users into one Parquet file, streamed in chunks (filters as in Python's
     Recommender.recommend); on a Ray cluster with --ray."""
+    from rich.progress import Progress
+
     from vitrina.data.columns import ITEM, USER
     from vitrina.serving.batch import BatchOptions, read_ids, recommend_to_parquet
 
