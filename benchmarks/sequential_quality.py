@@ -3,9 +3,11 @@
 Test = each user's last event; validation (early stopping) = the second-to-last event of 2,048
 random users (``--validation-users all``: of every user); train = the rest. Test users are ranked
 over the full catalogue from their train + validation history (history items excluded).
-Prints one JSON line per model with NDCG@10, HR@10, the training summary and peak RSS.
+Every model runs once per seed (``--seeds``, default 0,1,2: model initialisation, batches and
+negatives; the split stays the seed-0 one). Prints one JSON line per run with NDCG@10, HR@10, the
+training summary and peak RSS, then one line per model with the mean ± sd over the seeds.
 
-    python benchmarks/sequential_quality.py esasrec sasrec:epochs=50 --data PATH
+    python benchmarks/sequential_quality.py esasrec sasrec:epochs=50 --data PATH --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import argparse
 import json
 import os
 import resource
+import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Before torch loads OpenMP: sleeping (not spinning) worker threads; on a shared, busy CPU spinning
 # threads made a 2-thread epoch up to ~50x slower in our measurements (see docs/sequential.md).
@@ -41,7 +46,7 @@ def load_loo(path: Path, validation_users: int | None) -> Parts:
     return split.train, split.validation, split.test
 
 
-def run(spec: ModelRun, data: Parts, quiet: bool) -> dict[str, object]:
+def run(spec: ModelRun, data: Parts, quiet: bool) -> dict[str, Any]:
     train, val, test = data
     model = make_model(spec.name, {**spec.params, **({"verbose": "false"} if quiet else {})})
     t0 = time.perf_counter()
@@ -69,6 +74,16 @@ def run(spec: ModelRun, data: Parts, quiet: bool) -> dict[str, object]:
     }
 
 
+def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Mean and sample standard deviation (0 for one run) of NDCG@10 and HR@10 over seeds."""
+    out: dict[str, Any] = {"model": runs[0]["model"], "seeds": seeds}
+    for metric in ("ndcg@10", "hr@10"):
+        values = [float(r[metric]) for r in runs]
+        out[f"{metric}_mean"] = statistics.fmean(values)
+        out[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="registry name with overrides, e.g. esasrec:n_factors=128")
@@ -78,14 +93,29 @@ def main() -> None:
         default="2048",
         help="validate on N random users, the rest train on their second-to-last event; or 'all'",
     )
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run per seed and model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     users = None if args.validation_users == "all" else int(args.validation_users)
     data = load_loo(args.data or resolve("beauty")[0], users)
+    seeds = [int(s) for s in args.seeds.split(",")]
     for spec in parse_models(",".join(args.models)):
-        print(json.dumps(run(spec, data, args.quiet)), flush=True)
+        if "seed" in spec.params:
+            ap.error(f"{spec.name}: give seeds with --seeds, not as a model parameter")
+        runs = []
+        for seed in seeds:
+            runs.append(run(ModelRun(name=spec.name, params={**spec.params, "seed": seed}), data, args.quiet))
+            print(json.dumps(runs[-1]), flush=True)
+        summary = summarize(runs, seeds)
+        print(json.dumps({**summary, "params": spec.params}), flush=True)
+        print(
+            f"{spec.name} {spec.params}: "
+            f"NDCG@10 {summary['ndcg@10_mean']:.4f} ± {summary['ndcg@10_sd']:.4f}, "
+            f"HR@10 {summary['hr@10_mean']:.4f} ± {summary['hr@10_sd']:.4f} over seeds {seeds}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":
