@@ -122,6 +122,22 @@ def _check_id(df: pl.DataFrame, name: str, source: str) -> pl.DataFrame:
     return df
 
 
+def as_polars(df: object, source: str) -> pl.DataFrame:
+    """A polars frame as is; a pandas frame converted (index dropped); anything else refused."""
+    if isinstance(df, pl.DataFrame):
+        return df
+    if type(df).__module__.partition(".")[0] == "pandas" and type(df).__name__ == "DataFrame":
+        try:
+            return pl.from_pandas(df, include_index=False)  # type: ignore[arg-type]
+        except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+            raise DataValidationError(
+                f"{source}: cannot convert the pandas DataFrame to polars ({exc})"
+            ) from exc
+    raise DataValidationError(
+        f"{source}: expected a polars or pandas DataFrame, got {type(df).__module__}.{type(df).__name__}"
+    )
+
+
 def validate_interactions(
     df: pl.DataFrame,
     *,
@@ -133,9 +149,9 @@ def validate_interactions(
 
     A missing ``weight`` column means every event weighs 1. ``timestamp`` may be integers or
     floats (Unix seconds), dates/datetimes, or strings holding either; it becomes Unix seconds.
+    A pandas frame is converted to polars first.
     """
-    if not isinstance(df, pl.DataFrame):
-        raise DataValidationError(f"{source}: expected a polars DataFrame, got {type(df).__name__}")
+    df = as_polars(df, source)
     if WEIGHT not in df.columns:
         df = df.with_columns(pl.lit(1.0).alias(WEIGHT))
     missing = [c for c in REQUIRED if c not in df.columns]

@@ -166,6 +166,18 @@ def load_pairs(path: str | Path) -> pl.DataFrame:
     return _finish(path, df)
 
 
+def _integer_ids(col: pl.Series) -> pl.Series:
+    """The id rule for text tables: a column whose every id is a plain decimal integer (optional
+    minus, no leading zeros, fits 64 bits) becomes Int64, so a CSV of MovieLens gives the same ids
+    as the MovieLens loader; any other column stays strings exactly as written ("007" != "7")."""
+    text = col.str.strip_chars()
+    plain = text.str.contains(r"^-?(0|[1-9][0-9]{0,18})$").fill_null(False)
+    if not plain.all():
+        return col
+    as_int = text.cast(pl.Int64, strict=False)
+    return as_int if as_int.null_count() == 0 else col
+
+
 def load_table(
     path: str | Path,
     *,
@@ -176,6 +188,9 @@ def load_table(
 ) -> pl.DataFrame:
     """A CSV/TSV/Parquet table; ``columns`` maps vitrina names to yours, e.g.
     ``{"user_id": "visitorid", "item_id": "itemid", "timestamp": "ts"}``. Other columns are kept.
+
+    Ids in CSV/TSV are integers when every id of the column is a plain integer, else strings as
+    written; Parquet keeps its column types.
     """
     path = Path(path)
     fmt = format or (
@@ -211,6 +226,8 @@ def load_table(
             f"{path}: column(s) {absent} named in the mapping are not in the file; found {df.columns}"
         )
     df = df.rename({v: k for k, v in mapping.items()})
+    if fmt != "parquet":
+        df = df.with_columns(*(_integer_ids(df[c]) for c in (USER, ITEM) if c in df.columns))
     if WEIGHT in df.columns and df[WEIGHT].dtype == pl.String:
         df = df.with_columns(pl.col(WEIGHT).str.strip_chars())
     return validate_interactions(df, source=str(path), first_line=first_line, duplicates=duplicates)

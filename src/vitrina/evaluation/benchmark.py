@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from rich import box
 from rich.console import Console
@@ -35,8 +34,8 @@ from vitrina.data.filtering import k_core, to_implicit
 from vitrina.data.loaders import load
 from vitrina.data.splits import Split, leave_one_out, temporal_split
 from vitrina.errors import ConfigError
+from vitrina.evaluation.api import fit_on_split, history_of, popular_expectation, score_on_split
 from vitrina.evaluation.config import DEFAULT_COLUMNS, BenchmarkConfig
-from vitrina.evaluation.evaluate import build_truth, evaluate, history_dataset
 from vitrina.evaluation.report import pareto_plot, results_markdown
 from vitrina.models.base import Recommender
 from vitrina.models.registry import make_model
@@ -131,13 +130,12 @@ def run_benchmark(
     with _step(console, f"loading {config.dataset}"):
         df, path, fmt = load_data(config)
         split = make_split(config, df)
-    history_df = pl.concat([split.train, split.validation], how="vertical_relaxed")
     console.log(
         f"{config.dataset}: {df.height:,} events, {df[USER].n_unique():,} users, "
         f"{df[ITEM].n_unique():,} items; "
         f"split {config.split}: " + ", ".join(f"{k}={v:,}" for k, v in split.summary().items())
     )
-    expected_external = _popular_expectation(history_df, split.test, config.k)
+    expected = popular_expectation(history_of(split), split.test, config.k)
     results: dict[str, Any] = {
         "dataset": config.dataset,
         "split": config.split,
@@ -152,7 +150,7 @@ def run_benchmark(
     }
     for item in planned:
         try:
-            record = _run_one(item, config, split, history_df, path, fmt, expected_external, console)
+            record = _run_one(item, config, split, path, fmt, expected, console)
         except BaseException as exc:
             results["failed"] = {"model": item.name, "error": f"{type(exc).__name__}: {exc}"}
             if results["runs"] and config.output is not None:
@@ -173,34 +171,27 @@ def _run_one(
     item: _Planned,
     config: BenchmarkConfig,
     split: Split,
-    history_df: pl.DataFrame,
     path: Path,
     fmt: str,
-    expected_external: pl.DataFrame,
+    expected: pl.DataFrame,
     console: Console,
 ) -> dict[str, Any]:
     model, k = item.model, config.k
     console.log(f"[bold]{item.name}[/bold]: fitting {model!r}")
     start = time.perf_counter()
     with _step(console, f"fitting {item.name}"):
-        if model.uses_validation:
-            model.fit(split.train, validation=split.validation)
-        else:
-            model.fit(history_df)
+        fit_on_split(model, split)
     fit_seconds = time.perf_counter() - start
     with _step(console, f"ranking the catalogue for {split.test[USER].n_unique():,} test users"):
-        history = history_dataset(model, history_df)
-        truth = build_truth(history, split.test)
-        expected = _to_internal(expected_external, model, truth.users)
         vectors = item_features_for(path, fmt, model.items_)
-        result = evaluate(model, history, truth, k=k, item_vectors=vectors, expected=expected)
+        result, n_cold = score_on_split(model, split, k=k, item_vectors=vectors, expected=expected)
     record: dict[str, Any] = {
         "model": item.name,
         "params": _jsonable(model.get_params()),
         "metrics": result.metrics,
         "fit_seconds": round(fit_seconds, 3),
         "recommend_seconds": round(result.recommend_seconds, 3),
-        "test_events_cold_items": truth.n_cold_events,
+        "test_events_cold_items": n_cold,
     }
     summary = dict(getattr(model, "training_summary_", {}))
     record.update(summary)
@@ -220,27 +211,6 @@ def not_converged(summary: Mapping[str, Any]) -> bool:
     """Early stopping never triggered: the best validation score came at the final epoch."""
     best, trained = summary.get("best_epoch"), summary.get("epochs_trained")
     return summary.get("best_val_recall_at_10") is not None and best is not None and best == trained
-
-
-def _popular_expectation(history: pl.DataFrame, test: pl.DataFrame, k: int) -> pl.DataFrame:
-    """The obvious recommendations (most popular unseen items) per test user, for serendipity."""
-    popular = make_model("popular").fit(history)
-    users = test[USER].unique(maintain_order=True)
-    known = users.filter(pl.Series(popular.users_.to_internal(users, strict=False) >= 0))
-    return popular.recommend(known, k)
-
-
-def _to_internal(expected: pl.DataFrame, model: Any, users: np.ndarray) -> np.ndarray:
-    """Expected recommendations as an (n_users, k) array in the model's index space (-1 = none)."""
-    k = int(expected["rank"].max() or 1)
-    out = np.full((len(users), k), -1, dtype=np.int64)
-    u = model.users_.to_internal(expected[USER], strict=False)
-    i = model.items_.to_internal(expected[ITEM], strict=False)
-    rows = np.searchsorted(users, u)
-    ok = (u >= 0) & (i >= 0) & (rows < len(users))
-    ok[ok] &= users[rows[ok]] == u[ok]
-    out[rows[ok], expected["rank"].to_numpy()[ok] - 1] = i[ok]
-    return out
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Final
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from vitrina.data.interactions import as_polars
 from vitrina.errors import DataValidationError
 
 __all__ = [
@@ -89,8 +90,7 @@ def validate_events(df: pl.DataFrame, *, source: str = "events") -> pl.DataFrame
     Nulls in ``variant`` are allowed here (they are a content problem, see :func:`check_quality`);
     nulls elsewhere in required columns are refused.
     """
-    if not isinstance(df, pl.DataFrame):
-        raise DataValidationError(f"{source}: expected a polars DataFrame, got {type(df).__name__}")
+    df = as_polars(df, source)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataValidationError(

@@ -13,6 +13,7 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -193,9 +194,10 @@ class Recommender(ABC):
         Unknown users raise; missing slots (fewer than k eligible items) are left out.
         """
         self._check_fitted()
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
-        users = pl.Series(USER, list(users), dtype=self.users_.dtype, strict=False)
+        k = check_k(k)
+        users = pl.Series(
+            USER, id_list(users, "users", "recommend([196, 42], k=10)"), dtype=self.users_.dtype, strict=False
+        )
         internal = self.users_.to_internal(users, strict=False)
         if (internal < 0).any():
             unknown = users.filter(pl.Series(internal < 0)).head(5).to_list()
@@ -227,9 +229,9 @@ class Recommender(ABC):
         self._check_fitted()
         if not self.supports_history:
             raise ConfigError(f"{type(self).__name__} cannot recommend from an ad-hoc history")
-        hist = self.items_.to_internal(
-            pl.Series(list(items), dtype=self.items_.dtype, strict=False), strict=False
-        )
+        k = check_k(k)
+        items = id_list(items, "items", "recommend_for_history([50, 172], k=10)")
+        hist = self.items_.to_internal(pl.Series(items, dtype=self.items_.dtype, strict=False), strict=False)
         idx, val = self.recommend_histories_indices(
             [hist[hist >= 0]], k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
         )
@@ -272,11 +274,15 @@ class Recommender(ABC):
         """Restore what ``_get_state`` returned."""
         del state  # stateless by default
 
-    def save(self, path: str | Path, *, name: str | None = None) -> Path:
+    def save(
+        self, path: str | Path, *, name: str | None = None, lineage: dict[str, Any] | None = None
+    ) -> Path:
         """Write the model as a directory: ``config.json``, ``state.safetensors``, id maps.
 
         No pickle: loading never executes code from the files. ``config.json`` carries the
-        sha256 of every other file, so truncated or edited files are refused on load.
+        sha256 of every other file, so truncated or edited files are refused on load, the save
+        time, the training summary (early-stopping models) and ``lineage`` (e.g. the data's
+        fingerprint), both restored by :func:`load_model`.
         """
         from safetensors.numpy import save_file
 
@@ -296,12 +302,33 @@ class Recommender(ABC):
             "format": "vitrina-model",
             "schema_version": SCHEMA_VERSION,
             "vitrina_version": __version__,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "lineage": lineage or {},
             "model": name or registry_name(self),
             "params": self.get_params(),
             "sha256": {f: hashlib.sha256((path / f).read_bytes()).hexdigest() for f in files},
         }
+        if hasattr(self, "training_summary_"):  # epochs, best epoch, validation scores: kept on load
+            config["training_summary"] = self.training_summary_
         (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
         return path
+
+
+def check_k(k: object) -> int:
+    """``k`` as an int, or a ConfigError naming what was received (``"10"``, ``0``, ``True``)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"k: expected a positive integer, got {k!r} ({type(k).__name__}), e.g. k=10")
+    return int(k)
+
+
+def id_list(values: object, name: str, example: str) -> list[Any]:
+    """A list of external ids; a single id (a number or a string) is refused with an example."""
+    if isinstance(values, str | bytes | int | float | np.generic) or not isinstance(values, Iterable):
+        raise ConfigError(
+            f"{name}: expected a list of ids, got {type(values).__name__} {values!r}; "
+            f"wrap a single id in a list, e.g. {example}"
+        )
+    return list(values)
 
 
 def load_model(path: str | Path) -> Recommender:
@@ -348,4 +375,7 @@ def load_model(path: str | Path) -> Recommender:
         [items[indptr[u] : indptr[u + 1]] for u in range(len(indptr) - 1)], len(model.items_)
     )
     model._set_state({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    model.lineage_ = dict(config.get("lineage") or {})  # type: ignore[attr-defined]
+    if isinstance(config.get("training_summary"), dict):
+        model.training_summary_ = config["training_summary"]  # type: ignore[attr-defined]
     return model
