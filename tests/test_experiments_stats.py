@@ -51,7 +51,12 @@ def test_sufficient_stats_are_summable_and_vectorised() -> None:
     x = RNG.normal(size=(3, 100))
     whole = MeanStats.from_values(x)
     parts = MeanStats.from_values(x[:, :40]) + MeanStats.from_values(x[:, 40:])
-    np.testing.assert_allclose(whole.sum_sq, parts.sum_sq)
+    np.testing.assert_allclose(whole.mean, parts.mean)
+    np.testing.assert_allclose(whole.var, parts.var)
+    y = x + RNG.normal(size=x.shape)
+    pair = PairStats.from_values(x[:, :30], y[:, :30]) + PairStats.from_values(x[:, 30:], y[:, 30:])
+    full = PairStats.from_values(x, y)
+    np.testing.assert_allclose([pair.cxx, pair.cyy, pair.cxy], [full.cxx, full.cyy, full.cxy])
     p = welch_test(whole, MeanStats.from_values(x + 0.1)).p_value
     assert p.shape == (3,)
 

@@ -37,6 +37,7 @@ from vitrina.experiments.srm import SrmResult, srm_test
 from vitrina.experiments.stats import (
     EffectEstimate,
     MeanStats,
+    NotEstimable,
     PairStats,
     cuped_test,
     ratio_test,
@@ -59,21 +60,22 @@ class MetricResult:
     role: str  # "primary", "guardrail" or "segment"
     variant: str
     method: str
-    estimate: EffectEstimate
+    estimate: EffectEstimate | None  # None: not estimable, see ``not_estimable``
     p_holm: float
     p_bh: float
     p_decision: float
     segment: str = ""
+    not_estimable: str = ""
 
     @property
     def significant(self) -> bool:
         """Significant at the design's alpha with the p-value the decision uses."""
-        return self.p_decision < self.estimate.alpha
+        return self.estimate is not None and self.p_decision < self.estimate.alpha
 
     @property
     def outcome(self) -> Literal["win", "flat", "loss"]:
         """Significantly better / not significant / significantly worse, given the metric's direction."""
-        if not self.significant:
+        if self.estimate is None or not self.significant:
             return "flat"
         better = (float(self.estimate.effect) > 0) == self.metric.higher_is_better
         return "win" if better else "loss"
@@ -146,9 +148,33 @@ def _clean(events: pl.DataFrame, quality: LogQuality) -> tuple[pl.DataFrame, Log
     return events.join(exposed, on=UNIT_ID, how="semi"), quality
 
 
+def _why_not_estimable(metric: MetricSpec, control: pl.DataFrame, treatment: pl.DataFrame) -> str:
+    """Why the data cannot estimate this comparison ("" when they can)."""
+    if control.height < 2 or treatment.height < 2:
+        return f"needs 2+ units per arm, got {control.height} control and {treatment.height} treatment"
+    if metric.kind == "ratio" and min(float(control[DEN].sum()), float(treatment[DEN].sum())) <= 0:
+        return f"denominator event '{metric.denominator_event}' never occurs in an arm"
+    cols = [NUM, DEN] if metric.kind == "ratio" else [NUM]
+    if all(control[c].n_unique() == 1 and treatment[c].n_unique() == 1 for c in cols):
+        both = pl.concat([control.select(cols), treatment.select(cols)])
+        if all(both[c].n_unique() == 1 for c in cols):
+            return (
+                f"metric is constant: every unit has {float(both[NUM][0]):g} "
+                f"(does event '{metric.event}' occur in the log?)"
+            )
+        return "no variation within either arm (every unit of an arm has the same value)"
+    return ""
+
+
 def _test(
     metric: MetricSpec, control: pl.DataFrame, treatment: pl.DataFrame, alpha: float, cuped: bool, seed: int
 ) -> tuple[str, EffectEstimate]:
+    """Method name and estimate; raises :class:`NotEstimable` when the data cannot support one."""
+    reason = _why_not_estimable(metric, control, treatment)
+    if reason:
+        raise NotEstimable(reason)
+    if cuped and pl.concat([control[PRE], treatment[PRE]]).n_unique() == 1:
+        cuped = False  # a constant covariate explains nothing: plain test
     if metric.kind == "quantile":
         est = bootstrap_quantile_test(control[NUM], treatment[NUM], q=metric.q, alpha=alpha, seed=seed)
         return f"bootstrap q{metric.q:g}", est
@@ -270,14 +296,21 @@ def analyze(
     pre = validate_events(pre_events) if spec.cuped and pre_events is not None else None
     treatments = [v for v in spec.variants if v != spec.control]
     cuped = pre is not None
-    rows: list[tuple[MetricSpec, str, str, str, EffectEstimate, str]] = []
+    rows: list[tuple[MetricSpec, str, str, str, EffectEstimate | None, str, str]] = []
+
+    def add(role: str, metric: MetricSpec, variant: str, c: pl.DataFrame, t: pl.DataFrame, seg: str) -> None:
+        try:
+            method, est = _test(metric, c, t, spec.alpha, cuped, seed)
+        except NotEstimable as exc:
+            rows.append((metric, role, variant, "not estimable", None, seg, str(exc)))
+        else:
+            rows.append((metric, role, variant, method, est, seg, ""))
+
     for role, metric in [("primary", spec.primary), *(("guardrail", g) for g in spec.guardrails)]:
         values = _values(clean, metric, units, pre)
         control = values.filter(pl.col(VARIANT) == spec.control)
         for variant in treatments:
-            treatment = values.filter(pl.col(VARIANT) == variant)
-            method, est = _test(metric, control, treatment, spec.alpha, cuped, seed)
-            rows.append((metric, role, variant, method, est, ""))
+            add(role, metric, variant, control, values.filter(pl.col(VARIANT) == variant), "")
         segments = spec.segments if role == "primary" else ()
         for segment in segments:
             for level in values[segment].drop_nulls().unique().sort().to_list():
@@ -286,9 +319,8 @@ def analyze(
                 for variant in treatments:
                     t = part.filter(pl.col(VARIANT) == variant)
                     if min(c.height, t.height) >= 2:
-                        method, est = _test(metric, c, t, spec.alpha, cuped, seed)
-                        rows.append((metric, "segment", variant, method, est, f"{segment}={level}"))
-    p = np.array([float(r[4].p_value) for r in rows])
+                        add("segment", metric, variant, c, t, f"{segment}={level}")
+    p = np.array([np.nan if r[4] is None else float(r[4].p_value) for r in rows])
     p = np.where(np.isnan(p), 1.0, p)
     main = np.array([r[1] != "segment" for r in rows])
     p_holm, p_bh = np.ones_like(p), np.ones_like(p)
@@ -304,13 +336,17 @@ def analyze(
     sequential: list[SequentialPath] = []
     if spec.sequential != "none":
         for variant in treatments:
+            i = next(k for k, r in enumerate(rows) if r[1] == "primary" and r[2] == variant)
+            if rows[i][4] is None:
+                continue
             path = _sequential(design, clean, units, variant, seed)
             sequential.append(path)
-            i = next(k for k, r in enumerate(rows) if r[1] == "primary" and r[2] == variant)
             p_decision[i] = float(path.p_value[-1])
     results = tuple(
-        MetricResult(m, role, v, method, est, float(ph), float(pb), float(pd), segment)
-        for (m, role, v, method, est, segment), ph, pb, pd in zip(rows, p_holm, p_bh, p_decision, strict=True)
+        MetricResult(m, role, v, method, est, float(ph), float(pb), float(pd), segment, why)
+        for (m, role, v, method, est, segment, why), ph, pb, pd in zip(
+            rows, p_holm, p_bh, p_decision, strict=True
+        )
     )
     decisions: dict[str, Decision] = {}
     reasons: dict[str, str] = {}
@@ -327,10 +363,20 @@ def analyze(
                 "sample ratio mismatch: the pre-registered rule is not applied to a broken split"
             )
             continue
+        if primary.estimate is None:
+            decisions[variant] = "inconclusive"
+            reasons[variant] = f"primary '{primary.metric.name}' not estimable: {primary.not_estimable}"
+            continue
         decisions[variant] = spec.decision.decide(primary.outcome, bool(harmed))
+        unknown = [
+            r.metric.name
+            for r in results
+            if r.role == "guardrail" and r.variant == variant and r.estimate is None
+        ]
         reasons[variant] = (
             f"primary '{primary.metric.name}': {primary.outcome} (p = {primary.p_decision:.3g}); guardrails "
             + (f"harmed: {', '.join(harmed)}" if harmed else "not harmed")
+            + (f"; not estimable (not checked): {', '.join(unknown)}" if unknown else "")
         )
     return Analysis(
         design=design,

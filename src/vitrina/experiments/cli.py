@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vitrina.errors import VitrinaError
+from vitrina.errors import ConfigError, VitrinaError
 
 # The statistics stack (scipy.stats, statsmodels) is imported inside each command, so that
 # `vitrina --help` and unrelated commands start in well under a second.
@@ -21,11 +21,40 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _output_file(path: Path, what: str) -> None:
+    """Refuse an output file path whose folder is missing or that is a folder, before any work."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; pass a file path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{what} {path}: folder {path.parent} does not exist; create it first")
+
+
+def _output_dir(path: Path, what: str) -> None:
+    """Refuse an output folder that exists as a file or whose parent folder is missing."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} exists and is not a folder; pass a folder path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{what} {path}: folder {path.parent} does not exist; create it first")
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist or is not a file")
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not readable text: {exc}") from exc
+
+
 @app.command("template")
 def template(
     out: Annotated[Path, typer.Argument(help="Where to write the design spec JSON template.")],
 ) -> None:
     """Write a design spec template to fill in (hypothesis, metrics, MDE, decision rule)."""
+    try:
+        _output_file(out, "template")
+    except ConfigError as exc:
+        raise _fail(exc) from exc
     from vitrina.experiments.design import DesignSpec
     from vitrina.experiments.metrics import MetricSpec
 
@@ -54,13 +83,16 @@ def design(
     from vitrina.experiments.schema import read_table
 
     try:
-        spec = DesignSpec.model_validate_json(spec_path.read_text())
+        _output_file(out, "--out")
+        if plot is not None:
+            _output_file(plot, "--plot")
+        spec = DesignSpec.model_validate_json(_read_text(spec_path, "design spec"))
         result = plan(spec, read_table(history))
+        result.save(out)
+        if plot is not None:
+            plot_power_curve(result, plot)
     except (VitrinaError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
-    result.save(out)
-    if plot is not None:
-        plot_power_curve(result, plot)
     typer.echo(result.message)
     typer.echo(f"design saved to {out}")
     if not result.feasible:
@@ -84,13 +116,14 @@ def analyze_cmd(
     from vitrina.experiments.schema import read_events, read_table
 
     try:
+        _output_dir(out, "--out")
         design_obj = load_design(design_path)
         log = read_events(events)
         pre_log = read_table(pre) if pre is not None else None
         result = analyze(log, design_obj, pre_events=pre_log, on_bad="raise" if strict else "report")
+        path = write_report(result, out)
     except (VitrinaError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
-    path = write_report(result, out)
     typer.echo(result.srm.verdict)
     typer.echo(json.dumps(result.decisions))
     typer.echo(f"report: {path}")

@@ -9,8 +9,11 @@ Sample size for a difference of means with arms sharing ``w_c`` and ``w_t`` of `
 
     N = (z_{1-alpha/2} + z_{power})^2 * sigma^2 * (1/w_c + 1/w_t) / mde^2
 
-with sigma^2 the per-unit variance (p(1-p) for proportions, the delta-method linearised variance
-``(var_x - 2 R cov_xy + R^2 var_y) / mean_y^2`` for ratios), times ``1 - rho^2`` with CUPED.
+with sigma^2 the per-unit variance (the delta-method linearised variance
+``(var_x - 2 R cov_xy + R^2 var_y) / mean_y^2`` for ratios), times ``1 - rho^2`` with CUPED. A
+proportion primary (without CUPED) is sized for the pooled two-proportion test with each arm's own
+variance under the alternative (:func:`proportion_units`). CUPED is not applied to a ratio primary
+(the analysis has no regression-adjusted delta method), so such a plan assumes no variance reduction.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from vitrina.experiments.schema import EVENT, TIMESTAMP, UNIT_ID, VALUE
 
 __all__ = [
     "DESIGN_SCHEMA_VERSION",
+    "MAX_WEEKS",
     "Decision",
     "DecisionRule",
     "Design",
@@ -44,10 +48,14 @@ __all__ = [
     "plan",
     "plot_power_curve",
     "power_at",
+    "proportion_power",
+    "proportion_units",
     "required_units",
 ]
 
 DESIGN_SCHEMA_VERSION = 1
+#: Longest test a design may plan (two years): longer horizons are not an A/B test.
+MAX_WEEKS = 104
 Decision = Literal["ship", "dont_ship", "inconclusive"]
 _DAY = 86_400.0
 
@@ -99,7 +107,7 @@ class DesignSpec(BaseModel):
     mde_relative: bool = True
     cuped: bool = False
     pre_weeks: int = Field(default=2, ge=1)
-    max_weeks: int = Field(default=8, ge=1)
+    max_weeks: int = Field(default=8, ge=1, le=MAX_WEEKS)
     sequential: Literal["none", "msprt", "spending"] = "none"
     correction: Literal["holm", "bh"] = "holm"
     decision: DecisionRule = DecisionRule()
@@ -231,6 +239,68 @@ def power_at(effect: float, units: float, sd: float, alpha: float, share_factor:
     return float(sps.norm.cdf(effect / se - z) + sps.norm.cdf(-effect / se - z))
 
 
+def _arm_shares(variants: dict[str, float], control: str) -> tuple[float, float]:
+    """Shares of the control and of the smallest treatment arm, renormalised to the pair."""
+    w_c, w_t = variants[control], min(v for k, v in variants.items() if k != control)
+    return w_c / (w_c + w_t), w_t / (w_c + w_t)
+
+
+def proportion_units(
+    baseline: float, mde: float, alpha: float, power: float, w_c: float = 0.5, w_t: float = 0.5
+) -> float:
+    """Total units (of the pair of arms) for the pooled two-proportion test to detect ``mde`` (absolute).
+
+    Uses the pooled variance under H0 and the two arms' own variances under H1::
+
+        N = (z_a sqrt(pbar qbar (1/w_c + 1/w_t)) + z_b sqrt(p_c q_c / w_c + p_t q_t / w_t))^2 / mde^2
+
+    with ``p_t = baseline + mde``; the larger of +mde and -mde (where valid) is returned. Using the
+    baseline's p(1-p) for both arms under-sized tests at low baselines (12.9% too few at p = 1%).
+
+    >>> round(proportion_units(0.01, 0.003, 0.05, 0.8))
+    39653
+    """
+    z_a, z_b = float(sps.norm.ppf(1 - alpha / 2)), float(sps.norm.ppf(power))
+    sizes = []
+    for delta in (mde, -mde):
+        p_t = baseline + delta
+        if not 0.0 < p_t < 1.0:
+            continue
+        p_bar = w_c * baseline + w_t * p_t
+        h0 = math.sqrt(p_bar * (1 - p_bar) * (1 / w_c + 1 / w_t))
+        h1 = math.sqrt(baseline * (1 - baseline) / w_c + p_t * (1 - p_t) / w_t)
+        sizes.append((z_a * h0 + z_b * h1) ** 2 / (delta * delta))
+    if not sizes:
+        raise DataValidationError(f"an absolute MDE of {mde} moves the baseline {baseline} outside (0, 1)")
+    return max(sizes)
+
+
+def proportion_power(
+    baseline: float, effect: float, units: float, alpha: float, w_c: float = 0.5, w_t: float = 0.5
+) -> float:
+    """Power of the pooled two-proportion test for an absolute ``effect`` with ``units`` in the pair."""
+    p_t = min(max(baseline + effect, 1e-12), 1 - 1e-12)
+    p_bar = w_c * baseline + w_t * p_t
+    z_a = float(sps.norm.ppf(1 - alpha / 2))
+    h0 = math.sqrt(p_bar * (1 - p_bar) * (1 / w_c + 1 / w_t))
+    h1 = math.sqrt(baseline * (1 - baseline) / w_c + p_t * (1 - p_t) / w_t)
+    shift = abs(p_t - baseline) * math.sqrt(units)
+    return float(sps.norm.cdf((shift - z_a * h0) / h1) + sps.norm.cdf((-shift - z_a * h0) / h1))
+
+
+def _proportion_mde(
+    baseline: float, units: float, alpha: float, power: float, w_c: float, w_t: float
+) -> float:
+    """Smallest absolute lift the proportion test detects with ``power`` (bisection on the power)."""
+    lo, hi = 0.0, 1.0 - baseline
+    if proportion_power(baseline, hi, units, alpha, w_c, w_t) < power:
+        return math.inf
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if proportion_power(baseline, mid, units, alpha, w_c, w_t) < power else (lo, mid)
+    return hi
+
+
 def _unit_stats(values: pl.DataFrame, metric: MetricSpec) -> tuple[float, float, np.ndarray]:
     """Baseline, per-unit sd (linearised for ratios) and the per-unit linearised values."""
     num = values[NUM].to_numpy()
@@ -305,7 +375,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         baseline, sd, lin = _unit_stats(per_unit(window, spec.primary, units), spec.primary)
         if spec.primary.kind == "proportion":
             sd = math.sqrt(baseline * (1 - baseline))
-        if spec.cuped:
+        if spec.cuped and spec.primary.kind != "ratio":
             _, _, pre = _unit_stats(per_unit(pre_log, spec.primary, units), spec.primary)
             rho = float(np.corrcoef(lin, pre)[0, 1]) if pre.std() > 0 else 0.0
             rhos.append(rho)
@@ -317,21 +387,33 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
                 "absolute MDE"
             )
         measured.append((baseline, sd))
+    exact_proportion = spec.primary.kind == "proportion" and not spec.cuped
+    w_c, w_t = _arm_shares(spec.variants, spec.control)
+    pair_share = spec.variants[spec.control] + min(v for k, v in spec.variants.items() if k != spec.control)
     plans: list[WeekPlan] = []
     for weeks in range(1, spec.max_weeks + 1):
         baseline, sd = measured[min(weeks, len(measured)) - 1]
         n_units = users_a * (7 * weeks) ** users_b * spec.traffic
         mde_abs = spec.mde * abs(baseline) if spec.mde_relative else spec.mde
+        if exact_proportion:  # unpooled variance under H1 (issue 13, point 4); sizes are of the pair of arms
+            n_pair = n_units * pair_share
+            need = proportion_units(baseline, mde_abs, spec.alpha, spec.power, w_c, w_t) / pair_share
+            reach = _proportion_mde(baseline, n_pair, spec.alpha, spec.power, w_c, w_t)
+            pw = proportion_power(baseline, mde_abs, n_pair, spec.alpha, w_c, w_t)
+        else:
+            need = required_units(mde_abs, sd, spec.alpha, spec.power, factor)
+            reach = achievable_mde(n_units, sd, spec.alpha, spec.power, factor)
+            pw = power_at(mde_abs, n_units, sd, spec.alpha, factor)
         plans.append(
             WeekPlan(
                 weeks=weeks,
                 units=n_units,
                 baseline=baseline,
                 sd=sd,
-                required_units=required_units(mde_abs, sd, spec.alpha, spec.power, factor),
+                required_units=need,
                 mde_absolute=mde_abs,
-                achievable_mde=achievable_mde(n_units, sd, spec.alpha, spec.power, factor),
-                power=power_at(mde_abs, n_units, sd, spec.alpha, factor),
+                achievable_mde=reach,
+                power=pw,
                 extrapolated=weeks > history_weeks,
             )
         )
@@ -346,6 +428,11 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         )
         if p.extrapolated:
             message += "; per-unit variance extrapolated beyond the history window"
+    if spec.cuped and spec.primary.kind == "ratio":
+        message += (
+            "; CUPED is not applied to ratio metrics (the analysis uses the plain delta method), so the "
+            "plan assumes no variance reduction"
+        )
     else:
         worst = plans[-1]
         message = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from vitrina.experiments.analysis import Analysis
 from vitrina.experiments.stats import Num
 
@@ -24,6 +26,9 @@ def _plot_effects(analysis: Analysis, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
     for i, r in enumerate(rows):
         e = r.estimate
+        if e is None:
+            ax.text(0, i, "not estimable", ha="center", va="center", color="tab:grey")
+            continue
         color = {"win": "tab:green", "loss": "tab:red", "flat": "tab:grey"}[r.outcome]
         rel = 100 / float(e.control) if float(e.control) else 0.0
         ax.errorbar(
@@ -103,18 +108,30 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> Path:
         f"sequential; guardrails: {spec.correction}; segments: BH). Holm and BH are across all primary and "
         "guardrail tests.",
         "",
-        "| role | metric | variant | method | control | treatment | effect | rel. | CI low | CI high | p | "
-        "p Holm | p BH | p (decision) | outcome |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| role | metric | variant | method | control | treatment | effect | CI low | CI high | rel. | "
+        "rel. CI | p | p Holm | p BH | p (decision) | outcome |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in analysis.results:
         e = r.estimate
         name = r.metric.name + (f" [{r.segment}]" if r.segment else "")
+        if e is None:
+            lines.append(
+                f"| {r.role} | {name} | {r.variant} | not estimable: {r.not_estimable} |"
+                + " |" * 11
+                + " n/a |"
+            )
+            continue
         rel = f"{float(e.relative):+.2%}" if float(e.control) else "n/a"
+        rel_ci = (
+            f"[{float(e.rel_ci_low):+.2%}, {float(e.rel_ci_high):+.2%}]"
+            if np.isfinite(e.rel_ci_low) and np.isfinite(e.rel_ci_high)
+            else "unbounded"
+        )
         lines.append(
             f"| {r.role} | {name} | {r.variant} | {r.method} | {_fmt(e.control)} | {_fmt(e.treatment)} | "
-            f"{_fmt(e.effect)} | {rel} | {_fmt(e.ci_low)} | {_fmt(e.ci_high)} | {_fmt(e.p_value)} | "
-            f"{r.p_holm:.4g} | {r.p_bh:.4g} | {r.p_decision:.4g} | {r.outcome} |"
+            f"{_fmt(e.effect)} | {_fmt(e.ci_low)} | {_fmt(e.ci_high)} | {rel} | {rel_ci} | "
+            f"{_fmt(e.p_value)} | {r.p_holm:.4g} | {r.p_bh:.4g} | {r.p_decision:.4g} | {r.outcome} |"
         )
     _plot_effects(analysis, out / "effects.png")
     lines += ["", "![effects](effects.png)", ""]

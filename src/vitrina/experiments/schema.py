@@ -137,14 +137,21 @@ def read_table(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"event log {path} does not exist; pass a .parquet or .jsonl file")
+    if not path.is_file():
+        raise DataValidationError(f"event log {path} is not a file; pass a .parquet or .jsonl file")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pl.read_parquet(path)
-    if suffix in (".jsonl", ".ndjson"):
+    if suffix not in (".parquet", ".jsonl", ".ndjson"):
+        raise DataValidationError(
+            f"event log {path}: unknown format '{suffix}'; expected .parquet, .jsonl or .ndjson"
+        )
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
         return pl.read_ndjson(path, infer_schema_length=None)
-    raise DataValidationError(
-        f"event log {path}: unknown format '{suffix}'; expected .parquet, .jsonl or .ndjson"
-    )
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        kind = "Parquet" if suffix == ".parquet" else "JSON lines (one JSON object per line)"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataValidationError(f"event log {path}: not readable as {kind}: {detail}") from exc
 
 
 def read_events(path: str | Path) -> pl.DataFrame:

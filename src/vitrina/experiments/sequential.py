@@ -76,27 +76,40 @@ def msprt(effect: ArrayLike, var: ArrayLike, tau: float, alpha: float = 0.05) ->
     return MsprtResult(p_value=p, ci_low=low, ci_high=high, alpha=alpha)
 
 
+def _look_means(x: NDArray[np.float64], present: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Mean of ``x`` over the units present at each look (0 where none is): the sums' shift."""
+    n = present.sum(axis=0)
+    return np.where(n > 0, (x * present).sum(axis=0) / np.maximum(n, 1), 0.0)
+
+
 def _unit_columns(
     x: NDArray[np.float64], present: NDArray[np.float64], y: NDArray[np.float64] | None
-) -> NDArray[np.float64]:
-    """Per-unit columns whose sums over an arm are the sufficient statistics at every look."""
-    x = x * present
+) -> tuple[NDArray[np.float64], list[NDArray[np.float64]]]:
+    """Per-unit columns whose sums over an arm are the sufficient statistics at every look, taken about
+    the look's mean (returned as the shifts) so large means do not cancel the variance's digits."""
+    kx = _look_means(x, present)
+    x = (x - kx) * present
     if y is None:
-        return np.concatenate([present, x, x * x], axis=1)
-    y = y * present
-    return np.concatenate([present, x, y, x * x, y * y, x * y], axis=1)
+        return np.concatenate([present, x, x * x], axis=1), [kx]
+    ky = _look_means(y, present)
+    y = (y - ky) * present
+    return np.concatenate([present, x, y, x * x, y * y, x * y], axis=1), [kx, ky]
 
 
 def _estimates(
-    treated: NDArray[np.float64], total: NDArray[np.float64], ratio: bool, alpha: float
+    treated: NDArray[np.float64],
+    total: NDArray[np.float64],
+    shifts: list[NDArray[np.float64]],
+    alpha: float,
 ) -> EffectEstimate:
     """Effect estimates from the column sums of the treated arm and of both arms together."""
+    ratio = len(shifts) == 2
     parts = np.split(treated, 6 if ratio else 3, axis=-1)
     rest = np.split(total - treated, 6 if ratio else 3, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         if ratio:
-            return ratio_test(PairStats(*rest), PairStats(*parts), alpha)
-        return welch_test(MeanStats(*rest), MeanStats(*parts), alpha)
+            return ratio_test(PairStats(*rest, *shifts), PairStats(*parts, *shifts), alpha)
+        return welch_test(MeanStats(*rest, *shifts), MeanStats(*parts, *shifts), alpha)
 
 
 def _checked(
@@ -126,8 +139,8 @@ def look_estimates(
     sum(x) / sum(y) (delta method), else the mean of ``x`` (Welch).
     """
     xa, pa, ya, ta = _checked(treated, x, present, y)
-    cols = _unit_columns(xa, pa, ya)
-    return _estimates(ta @ cols, cols.sum(axis=0), ya is not None, alpha)
+    cols, shifts = _unit_columns(xa, pa, ya)
+    return _estimates(ta @ cols, cols.sum(axis=0), shifts, alpha)
 
 
 def rerandomised_z(
@@ -150,7 +163,7 @@ def rerandomised_z(
     if not 0 < share < 1:
         raise ValueError(f"share must be in (0, 1), got {share}; pass w_t / (w_c + w_t) of the design")
     xa, pa, ya, ta = _checked(treated, x, present, y)
-    cols = _unit_columns(xa, pa, ya)
+    cols, shifts = _unit_columns(xa, pa, ya)
     sums = np.zeros((n_draws + 1, cols.shape[1]))
     for lo in range(0, cols.shape[0], _CHUNK):
         block = cols[lo : lo + _CHUNK]
@@ -161,7 +174,8 @@ def rerandomised_z(
     rest = cols.sum(axis=0) - sums
     with np.errstate(divide="ignore", invalid="ignore"):
         if ya is not None:
-            est = ratio_test(PairStats(*np.split(rest, 6, axis=-1)), PairStats(*np.split(sums, 6, axis=-1)))
+            c_r, t_r = (PairStats(*np.split(a, 6, axis=-1), *shifts) for a in (rest, sums))
+            est = ratio_test(c_r, t_r)
             z = np.asarray(est.effect) / np.asarray(est.se)
         else:  # Welch's z without the t quantiles that welch_test also computes
             c, t = MeanStats(*np.split(rest, 3, axis=-1)), MeanStats(*np.split(sums, 3, axis=-1))

@@ -32,6 +32,8 @@ class SrmResult:
     @property
     def verdict(self) -> str:
         """One line for the report."""
+        if not sum(self.observed.values()):
+            return "no exposed units: the sample ratio cannot be checked (is exposure logged?)"
         if self.mismatch:
             return (
                 f"SAMPLE RATIO MISMATCH (p = {self.p_value:.2g} < {self.threshold}): assignment or logging "
@@ -57,8 +59,11 @@ def srm_test(
     observed = np.array([counts[k] for k in names], dtype=np.float64)
     total = observed.sum()
     expected = np.array([shares[k] for k in names]) * total
-    stat = float(((observed - expected) ** 2 / expected).sum())
-    p = float(sps.chi2.sf(stat, len(names) - 1))
+    if total == 0:
+        stat, p = 0.0, 1.0
+    else:
+        stat = float(((observed - expected) ** 2 / expected).sum())
+        p = float(sps.chi2.sf(stat, len(names) - 1))
     return SrmResult(
         observed={k: int(counts[k]) for k in names},
         expected=dict(zip(names, expected.tolist(), strict=True)),
