@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from vitrina.errors import VitrinaError
+from vitrina.evaluation.defaults import DEFAULTS
 from vitrina.experiments.cli import app as ab_app
 from vitrina.serving.cli import serve
 
@@ -27,6 +28,10 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
 app.command("serve", help="Serve a saved model over HTTP: /recommend, /slate, /events, /metrics.")(serve)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, log_path=False)
+
+
+# defaults shown by --help, from the same table BenchmarkConfig uses (flags stay None so TOML wins)
+_DEFAULT = {k: ",".join(v) if isinstance(v, tuple) else str(v) for k, v in DEFAULTS.items()}
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -126,14 +131,17 @@ def datasets_synth(
 
 
 def _benchmark_config(**kwargs: Any) -> Any:
-    from vitrina.evaluation.config import load_config, make_config, parse_metrics, parse_models
+    from vitrina.evaluation.config import load_config, make_config, parse_columns, parse_metrics, parse_models
 
     config_path = kwargs.pop("config")
     models = kwargs.pop("models")
     metrics = kwargs.pop("metrics")
+    columns = kwargs.pop("columns")
     overrides = {k: v for k, v in kwargs.items() if v is not None}
     if metrics is not None:
         overrides["metrics"] = parse_metrics(metrics)
+    if columns is not None:
+        overrides["columns"] = parse_columns(columns)
     if models is not None:
         overrides["models"] = [m.model_dump() for m in parse_models(models)]
     if config_path is not None:
@@ -150,19 +158,32 @@ def benchmark(
         str | None, typer.Option(help="dataset name (see `vitrina datasets list`) or file path")
     ] = None,
     models: Annotated[str | None, typer.Option(help="e.g. popular,itemknn,ease:l2=500,als")] = None,
-    split: Annotated[str | None, typer.Option(help="loo (leave-one-out) or temporal")] = None,
-    k: Annotated[int | None, typer.Option(help="list length for all metrics")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="loo (leave-one-out) or temporal", show_default=_DEFAULT["split"])
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option(help="list length for all metrics", show_default=_DEFAULT["k"])
+    ] = None,
     metrics: Annotated[
         str | None,
         typer.Option(
-            help="table and results.md columns, in order, e.g. ndcg,hr,coverage (results.json has all)"
+            help="table and results.md columns, in order (results.json has all)",
+            show_default=_DEFAULT["metrics"],
         ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="your CSV/TSV/Parquet column names, e.g. user=visitor,item=sku,timestamp=ts"),
     ] = None,
     output: Annotated[
         Path | None, typer.Option(help="folder for results.json, results.md, pareto.png")
     ] = None,
     format: Annotated[
-        str | None, typer.Option(help="for a file: movielens, s3rec, s3rec-ts, pairs, csv, tsv, parquet")
+        str | None,
+        typer.Option(
+            help="for a file: movielens, s3rec, s3rec-ts, pairs, csv, tsv, parquet",
+            show_default="from extension",
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with the same keys; flags override it")
@@ -174,14 +195,21 @@ def benchmark(
     ] = None,
     validation_users: Annotated[
         str | None,
-        typer.Option(help="loo: validate on N random users (default 2048; the rest train on it) or 'all'"),
+        typer.Option(
+            help="loo: validate on N random users (the rest train on it) or 'all'",
+            show_default=_DEFAULT["validation_users"],
+        ),
     ] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     min_user: Annotated[int | None, typer.Option(help="k-core: min events per user")] = None,
     min_item: Annotated[int | None, typer.Option(help="k-core: min events per item")] = None,
-    seed: Annotated[int | None, typer.Option(help="seed for every model that takes one")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for every model that takes one", show_default=_DEFAULT["seed"])
+    ] = None,
 ) -> None:
-    """Fit models on a split and rank the full catalogue; print a table and write the results."""
+    """Fit models on a split and rank the full catalogue; print a table and write the results.
+
+    A TOML --config takes the same keys (`vitrina benchmark --help`; example: examples/bench.toml)."""
     from vitrina.evaluation.benchmark import run_benchmark
 
     try:
@@ -191,6 +219,7 @@ def benchmark(
             split=split,
             k=k,
             metrics=metrics,
+            columns=columns,
             output=output,
             format=format,
             config=config,
@@ -218,12 +247,17 @@ def train(
     ] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="keep events with weight >= this")] = None,
     seed: Annotated[int, typer.Option(help="seed for models that take one")] = 0,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="your CSV/TSV/Parquet column names, e.g. user=visitor,item=sku,timestamp=ts"),
+    ] = None,
 ) -> None:
     """Fit one model on all events of a dataset and save it (early stopping on the latest event of
-    2,048 random users, the rest trained on)."""
+    2,048 random users, the rest trained on). The bundle records its lineage: the data file's
+    sha256 and size, the save time, the vitrina version and the validation scores."""
     from vitrina.evaluation.benchmark import load_data
-    from vitrina.evaluation.config import make_config, parse_models
-    from vitrina.evaluation.training import fit_on_all
+    from vitrina.evaluation.config import make_config, parse_columns, parse_models
+    from vitrina.evaluation.training import data_lineage, fit_on_all
     from vitrina.models.registry import make_model
 
     try:
@@ -237,13 +271,14 @@ def train(
                 "implicit_threshold": implicit_threshold,
                 "models": [runs[0].model_dump()],
                 "seed": seed,
+                "columns": None if columns is None else parse_columns(columns),
             }
         )
-        df, _, _ = load_data(cfg)
+        df, path, _ = load_data(cfg)
         m = make_model(runs[0].name, runs[0].params)
         if "seed" in m.get_params() and "seed" not in runs[0].params:
             m = make_model(runs[0].name, {**runs[0].params, "seed": seed})
-        fit_on_all(m, df, seed=seed).save(output, name=runs[0].name)
+        fit_on_all(m, df, seed=seed).save(output, name=runs[0].name, lineage=data_lineage(dataset, path, df))
     except VitrinaError as exc:
         raise _fail(exc) from None
     err.print(f"saved {runs[0].name} to {output}")
@@ -299,17 +334,33 @@ def recommend(
 
 @app.command("models")
 def models_list() -> None:
-    """Registered models and their default parameters."""
+    """Registered models and every parameter's default (from the constructors, so never stale).
+
+    Parameters every sequential model shares (epochs, patience, lr, batch_size, max_len, ...) are
+    listed once, below the table; each sequential row shows what its configuration sets."""
     from rich.table import Table
 
-    from vitrina.models.registry import MODELS
+    from vitrina.models.registry import MODELS, model_defaults
 
-    table = Table()
+    def fmt(params: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in params.items())
+
+    sequential = [n for n, spec in MODELS.items() if spec.target.endswith(":SequentialTransformer")]
+    shared: dict[str, Any] = {}
+    if sequential:
+        every = model_defaults(sequential[0])
+        set_by_entries = {k for n in sequential for k in MODELS[n].defaults}
+        shared = {k: v for k, v in every.items() if k not in set_by_entries}
+    table = Table(title="vitrina models (use as --models name:param=value)")
     for col in ("name", "description", "defaults"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name, spec in MODELS.items():
-        table.add_row(name, spec.description, ", ".join(f"{k}={v}" for k, v in spec.defaults.items()))
-    Console().print(table)
+        params = spec.defaults if name in sequential else model_defaults(name)
+        table.add_row(name, spec.description, fmt(params) or "(no parameters)")
+    out = Console()
+    out.print(table)
+    if shared:
+        out.print(f"[bold]every sequential model ({', '.join(sequential)}) also takes:[/bold] {fmt(shared)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point wrapper

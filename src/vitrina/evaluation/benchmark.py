@@ -36,6 +36,7 @@ from vitrina.data.splits import Split, leave_one_out, temporal_split
 from vitrina.errors import ConfigError
 from vitrina.evaluation.api import fit_on_split, history_of, popular_expectation, score_on_split
 from vitrina.evaluation.config import DEFAULT_COLUMNS, BenchmarkConfig
+from vitrina.evaluation.defaults import EXTENSIONS
 from vitrina.evaluation.report import pareto_plot, results_markdown
 from vitrina.models.base import Recommender
 from vitrina.models.registry import make_model
@@ -50,13 +51,18 @@ def load_data(config: BenchmarkConfig) -> tuple[pl.DataFrame, Path, str]:
             else DATASETS[config.dataset].implicit_threshold
         )
     else:
-        if config.format is None:
+        path, threshold = Path(config.dataset), config.implicit_threshold
+        fmt = config.format or EXTENSIONS.get(path.suffix.lower())
+        if fmt is None:
             raise ConfigError(
-                f"dataset '{config.dataset}' is not a registered name ({', '.join(DATASETS)}); "
-                "to read it as a file give its --format"
+                f"dataset '{config.dataset}' is not a registered name ({', '.join(DATASETS)}) and its "
+                f"extension {path.suffix or '(none)'!r} does not say the format; give its --format "
+                "(movielens, s3rec, s3rec-ts, pairs, csv, tsv, parquet)"
             )
-        path, fmt, threshold = Path(config.dataset), config.format, config.implicit_threshold
-    df = to_implicit(load(path, fmt), threshold=threshold)
+    mapping = config.column_mapping()
+    if mapping is not None and fmt not in ("csv", "tsv", "parquet"):
+        raise ConfigError(f"--columns applies to csv, tsv and parquet files, not to format {fmt!r}")
+    df = to_implicit(load(path, fmt, **({"columns": mapping} if mapping else {})), threshold=threshold)
     if config.min_user or config.min_item:
         df = k_core(df, min_user=config.min_user or 1, min_item=config.min_item or 1)
     return df, path, fmt

@@ -8,62 +8,89 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vitrina.data.columns import ITEM, TIMESTAMP, USER, WEIGHT
 from vitrina.errors import ConfigError
+from vitrina.evaluation.defaults import DEFAULTS, METRIC_NAMES
 
 
 class ModelRun(BaseModel):
+    """One ``[[models]]`` table: a registered model and parameters overriding its defaults."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="registered model name (`vitrina models`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's defaults")
 
 
-METRIC_NAMES = (
-    "ndcg",
-    "hr",
-    "recall",
-    "precision",
-    "mrr",
-    "map",
-    "coverage",
-    "novelty",
-    "arp",
-    "ild",
-    "serendipity",
-)
-DEFAULT_COLUMNS = ("ndcg", "hr", "recall", "mrr", "coverage")
+DEFAULT_COLUMNS: tuple[str, ...] = DEFAULTS["metrics"]  # type: ignore[assignment]
+COLUMN_KEYS = {"user": USER, "item": ITEM, "timestamp": TIMESTAMP, "weight": WEIGHT}
+
+
+def _field(default: Any = None, description: str = "", **kw: Any) -> Any:
+    return Field(default, description=description, **kw)
 
 
 class BenchmarkConfig(BaseModel):
-    """What to run. ``dataset`` is a registered name or a file path (then ``format`` is required)."""
+    """What to run: the keys of a ``bench.toml`` and of ``vitrina benchmark``'s flags."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: str
-    format: Literal["movielens", "s3rec", "s3rec-ts", "pairs", "csv", "tsv", "parquet"] | None = None
-    split: Literal["loo", "temporal"] = "loo"
-    cutoff: str | None = None  # temporal: ISO date/time or Unix seconds
-    last_days: float | None = None  # temporal: the test period is the last N days
-    validation_days: float | None = None  # temporal: validation period cut from the end of train
-    # loo: validate (early stopping) on this many random users; the others train on their
-    # second-to-last event. "all" holds out every user's second-to-last event.
-    validation_users: Annotated[int, Field(ge=1)] | Literal["all"] = 2048
-    implicit_threshold: float | None = None  # keep events with weight >= threshold; all if None
-    min_user: int | None = None  # k-core before splitting
-    min_item: int | None = None
-    # may be empty when model instances are passed to run_benchmark
-    models: list[ModelRun] = Field(default_factory=list)
-    k: int = Field(10, ge=1, le=1000)
-    # columns of the console table and results.md, in this order; results.json keeps every metric
-    metrics: tuple[Literal[METRIC_NAMES], ...] = DEFAULT_COLUMNS  # type: ignore[valid-type]
-    seed: int = 0
-    output: Path | None = None
+    dataset: str = Field(description="registered name (`vitrina datasets list`) or a file path")
+    format: Literal["movielens", "s3rec", "s3rec-ts", "pairs", "csv", "tsv", "parquet"] | None = _field(
+        None, "file format; inferred from .csv/.tsv/.tab/.parquet when not given"
+    )
+    columns: dict[str, str] | None = _field(
+        None, "CSV/TSV/Parquet: your column names, e.g. {user = 'visitor', item = 'sku', timestamp = 'ts'}"
+    )
+    split: Literal["loo", "temporal"] = _field(DEFAULTS["split"], "leave-one-out or global temporal")
+    cutoff: str | None = _field(None, "temporal: ISO date/time or Unix seconds where test starts")
+    last_days: float | None = _field(None, "temporal: the test period is the last N days")
+    validation_days: float | None = _field(None, "temporal: validation period cut from the end of train")
+    validation_users: Annotated[int, Field(ge=1)] | Literal["all"] = _field(
+        DEFAULTS["validation_users"],
+        "loo: validate (early stopping) on N random users, the others train on their second-to-last "
+        "event; 'all' holds out every user's",
+    )
+    implicit_threshold: float | None = _field(None, "keep events with weight >= this (all if not set)")
+    min_user: int | None = _field(None, "k-core before splitting: min events per user")
+    min_item: int | None = _field(None, "k-core before splitting: min events per item")
+    models: list[ModelRun] = Field(
+        default_factory=list,
+        description="[[models]] tables with name and params; may be empty when run_benchmark gets instances",
+    )
+    k: int = _field(DEFAULTS["k"], "list length of every metric", ge=1, le=1000)
+    metrics: tuple[Literal[METRIC_NAMES], ...] = _field(  # type: ignore[valid-type]
+        DEFAULT_COLUMNS, "columns of the console table and results.md, in order (results.json has all)"
+    )
+    seed: int = _field(DEFAULTS["seed"], "seed of the split sample and of every model that takes one")
+    output: Path | None = _field(None, "folder for results.json, results.md, pareto.png")
 
     @model_validator(mode="after")
     def _check(self) -> BenchmarkConfig:
         if self.split == "temporal" and (self.cutoff is None) == (self.last_days is None):
             raise ValueError("temporal split: give exactly one of cutoff or last_days")
+        if self.columns is not None:
+            unknown = sorted(set(self.columns) - set(COLUMN_KEYS) - set(COLUMN_KEYS.values()))
+            if unknown:
+                raise ValueError(f"columns: unknown key(s) {unknown}; use user, item, timestamp, weight")
         return self
+
+    def column_mapping(self) -> dict[str, str] | None:
+        """``columns`` with vitrina's names as keys (``user`` -> ``user_id``)."""
+        if self.columns is None:
+            return None
+        return {COLUMN_KEYS.get(k, k): v for k, v in self.columns.items()}
+
+
+def parse_columns(spec: str) -> dict[str, str]:
+    """``"user=visitor,item=sku,timestamp=ts"`` -> ``{"user": "visitor", ...}``."""
+    out = {}
+    for token in (t.strip() for t in spec.split(",") if t.strip()):
+        key, eq, value = token.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ConfigError(f"--columns: expected ours=yours pairs like user=visitor, got {token!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def parse_metrics(spec: str) -> tuple[str, ...]:

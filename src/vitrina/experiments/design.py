@@ -73,11 +73,11 @@ class DecisionRule(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    win_ok: Decision = "ship"
-    win_harm: Decision = "dont_ship"
-    flat_ok: Decision = "inconclusive"
-    flat_harm: Decision = "dont_ship"
-    loss: Decision = "dont_ship"
+    win_ok: Decision = Field("ship", description="primary better, no guardrail harmed")
+    win_harm: Decision = Field("dont_ship", description="primary better, a guardrail significantly worse")
+    flat_ok: Decision = Field("inconclusive", description="primary not significant, no guardrail harmed")
+    flat_harm: Decision = Field("dont_ship", description="primary not significant, a guardrail worse")
+    loss: Decision = Field("dont_ship", description="primary significantly worse")
 
     def decide(self, primary: Literal["win", "flat", "loss"], guardrail_harm: bool) -> Decision:
         """The pre-registered decision for an outcome."""
@@ -91,26 +91,40 @@ class DesignSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1)
-    hypothesis: str = Field(min_length=1)
-    primary: MetricSpec
-    guardrails: tuple[MetricSpec, ...] = ()
-    segments: tuple[str, ...] = ()
-    unit: str = "user"
-    allow_non_user_unit: bool = False
-    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
-    power: float = Field(default=0.8, gt=0.5, lt=1.0)
-    variants: dict[str, float] = Field(default_factory=lambda: {"control": 0.5, "treatment": 0.5})
-    control: str = "control"
-    traffic: float = Field(default=1.0, gt=0.0, le=1.0)
-    mde: float = Field(gt=0.0)
-    mde_relative: bool = True
-    cuped: bool = False
-    pre_weeks: int = Field(default=2, ge=1)
-    max_weeks: int = Field(default=8, ge=1, le=MAX_WEEKS)
-    sequential: Literal["none", "msprt", "spending"] = "none"
-    correction: Literal["holm", "bh"] = "holm"
-    decision: DecisionRule = DecisionRule()
+    name: str = Field(min_length=1, description="experiment name, shown in reports")
+    hypothesis: str = Field(min_length=1, description="what should change and why, written before the test")
+    primary: MetricSpec = Field(description="the one metric the decision rests on (a MetricSpec table)")
+    guardrails: tuple[MetricSpec, ...] = Field((), description="metrics that must not get worse")
+    segments: tuple[str, ...] = Field((), description="event-log columns to break the primary metric down by")
+    unit: str = Field("user", description="unit of randomisation")
+    allow_non_user_unit: bool = Field(
+        False, description="accept a unit other than the user (one user in both arms)"
+    )
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="two-sided significance level")
+    power: float = Field(
+        default=0.8, gt=0.5, lt=1.0, description="probability of detecting an effect of size mde"
+    )
+    variants: dict[str, float] = Field(
+        default_factory=lambda: {"control": 0.5, "treatment": 0.5},
+        description="variant name -> traffic share (positive, summing to 1)",
+    )
+    control: str = Field("control", description="the variant the others are compared with")
+    traffic: float = Field(default=1.0, gt=0.0, le=1.0, description="share of all units entering the test")
+    mde: float = Field(gt=0.0, description="minimum detectable effect of the primary metric")
+    mde_relative: bool = Field(True, description="mde relative to the baseline (0.02 = +2%) or absolute")
+    cuped: bool = Field(False, description="variance reduction with the pre-period metric (CUPED)")
+    pre_weeks: int = Field(default=2, ge=1, description="CUPED: weeks of history before the test used")
+    max_weeks: int = Field(
+        default=8, ge=1, le=MAX_WEEKS, description="longest acceptable duration; longer is infeasible"
+    )
+    sequential: Literal["none", "msprt", "spending"] = Field(
+        "none", description="daily looks: none (one look at the end), msprt, or re-randomised spending test"
+    )
+    correction: Literal["holm", "bh"] = Field(
+        "holm",
+        description="multiple-testing correction over guardrails: Holm (FWER) or Benjamini-Hochberg (FDR)",
+    )
+    decision: DecisionRule = Field(DecisionRule(), description="decision per outcome (a DecisionRule table)")
 
     @model_validator(mode="after")
     def _check(self) -> DesignSpec:

@@ -28,12 +28,12 @@ class MetricSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1)
-    kind: MetricKind = "mean"
-    event: str = Field(min_length=1)
-    denominator_event: str | None = None
-    q: float = Field(default=0.5, gt=0.0, lt=1.0)
-    higher_is_better: bool = True
+    name: str = Field(min_length=1, description="metric name in reports")
+    kind: MetricKind = Field("mean", description="mean, proportion, ratio or quantile (see above)")
+    event: str = Field(min_length=1, description="event type counted (the numerator for ratios)")
+    denominator_event: str | None = Field(None, description="ratio only: event type of the denominator")
+    q: float = Field(default=0.5, gt=0.0, lt=1.0, description="quantile only: which quantile (0.5 = median)")
+    higher_is_better: bool = Field(True, description="direction of improvement")
 
     @model_validator(mode="after")
     def _check_ratio(self) -> MetricSpec:

@@ -8,6 +8,7 @@ constructor's type hints and unknown names are refused with the list of valid on
 from __future__ import annotations
 
 import importlib
+import inspect
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,19 @@ def _coerce(cls: type, name: str, params: dict[str, Any]) -> dict[str, Any]:
             msg = exc.errors()[0]["msg"]
             raise ConfigError(f"model '{name}', parameter '{key}': got {value!r}; {msg}") from None
     return out
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """Every parameter of a registered model with the value it gets when not given: the
+    constructor's defaults overridden by the entry's (what ``make_model(name)`` builds)."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}")
+    cls = MODELS[name].load_class()
+    signature = inspect.signature(cls.__init__)
+    own = {
+        p.name: p.default for p in signature.parameters.values() if p.default is not inspect.Parameter.empty
+    }
+    return {**own, **MODELS[name].defaults}
 
 
 def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
