@@ -7,6 +7,9 @@
   test = events at or after it, only for users seen in train; optionally without items unseen
   in train (cold items) and without (user, item) pairs already in train. A validation part, if
   asked for, is cut from the end of train the same way.
+* :func:`user_ratio_split`: per user, the newest fraction of events -> test (and validation).
+* :func:`rolling_windows`: time-based cross-validation, several global temporal splits whose
+  test periods move forward in time.
 """
 
 from __future__ import annotations
@@ -155,3 +158,101 @@ def _test_part(train: pl.DataFrame, test: pl.DataFrame, cold_items: bool, seen: 
     if seen:
         test = test.join(train.select(USER, ITEM).unique(), on=[USER, ITEM], how="anti")
     return test
+
+
+def user_ratio_split(
+    df: pl.DataFrame,
+    *,
+    test_ratio: float = 0.2,
+    validation_ratio: float = 0.0,
+    filter_seen: bool = True,
+) -> Split:
+    """Per-user temporal ratio split: each user's newest ``test_ratio`` of events -> test, the
+    ``validation_ratio`` before them -> validation, the rest -> train.
+
+    Per user, ``n_test = max(1, floor(n * test_ratio))`` (and likewise ``n_val`` when
+    ``validation_ratio > 0``); a user keeps at least one training event, so users too short for
+    that stay wholly in train. Leak-free per user (every held-out event of a user is at or after
+    each of that user's training events; ties keep the row order); it does not align users in
+    time, so other users' later events can be in train — use :func:`temporal_split` or
+    :func:`rolling_windows` when that matters. ``filter_seen`` drops test (and validation)
+    events whose (user, item) pair is already in train: they can never be recommended.
+    """
+    for name, value in (("test_ratio", test_ratio), ("validation_ratio", validation_ratio)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"user_ratio_split: {name} must be in [0, 1), got {value}")
+    if test_ratio == 0.0 or test_ratio + validation_ratio >= 1.0:
+        raise ConfigError(
+            f"user_ratio_split: need 0 < test_ratio and test_ratio + validation_ratio < 1, got "
+            f"{test_ratio} + {validation_ratio}"
+        )
+    ordered = _ordered(df).with_columns(
+        (pl.len().over(USER) - pl.int_range(pl.len()).over(USER) - 1).alias("_from_end"),
+        pl.len().over(USER).alias("_n"),
+    )
+    n_test = pl.max_horizontal((pl.col("_n") * test_ratio).floor().cast(pl.Int64), pl.lit(1))
+    n_val = (
+        pl.max_horizontal((pl.col("_n") * validation_ratio).floor().cast(pl.Int64), pl.lit(1))
+        if validation_ratio > 0
+        else pl.lit(0)
+    )
+    ordered = ordered.with_columns(n_test.alias("_n_test"), n_val.alias("_n_val"))
+    held = pl.col("_n") >= pl.col("_n_test") + pl.col("_n_val") + 1
+    is_test = held & (pl.col("_from_end") < pl.col("_n_test"))
+    is_val = held & ~is_test & (pl.col("_from_end") < pl.col("_n_test") + pl.col("_n_val"))
+    train = ordered.filter(~is_test & ~is_val)
+    test, val = ordered.filter(is_test), ordered.filter(is_val)
+    if filter_seen:
+        pairs = train.select(USER, ITEM).unique()
+        test = test.join(pairs, on=[USER, ITEM], how="anti")
+        val = val.join(pairs, on=[USER, ITEM], how="anti")
+    return Split(*(_restore(part) for part in (train, val, test)))
+
+
+def rolling_windows(
+    df: pl.DataFrame,
+    *,
+    n_windows: int,
+    test_days: float,
+    step_days: float | None = None,
+    train_days: float | None = None,
+    validation_days: float | None = None,
+    filter_cold_items: bool = True,
+    filter_seen: bool = True,
+) -> list[Split]:
+    """Time-based cross-validation: ``n_windows`` global temporal splits, oldest first.
+
+    Window ``j`` tests on ``[t_j, t_j + test_days)``, where the last window ends one second after
+    the newest event and each earlier one starts ``step_days`` (default ``test_days``: back to
+    back, no overlap) before the next. Train is every event before ``t_j`` (expanding window), or
+    only the last ``train_days`` before it (sliding window); events after the test period are
+    never used. Each window is a :func:`temporal_split` of its events, so test users are seen in
+    train, and cold items and already-seen pairs are filtered as there.
+    """
+    if n_windows < 1 or test_days <= 0:
+        raise ConfigError(
+            f"rolling_windows: need n_windows >= 1 and test_days > 0, got {n_windows}, {test_days}"
+        )
+    step = test_days if step_days is None else step_days
+    if step <= 0 or (train_days is not None and train_days <= 0):
+        raise ConfigError(f"rolling_windows: step_days and train_days must be > 0, got {step}, {train_days}")
+    ordered = _restore(_ordered(df))
+    end = float(ordered[TIMESTAMP].max()) + 1.0
+    splits = []
+    for j in range(n_windows):
+        start = end - test_days * _DAY - (n_windows - 1 - j) * step * _DAY
+        window = ordered.filter(pl.col(TIMESTAMP) < start + test_days * _DAY)
+        if train_days is not None:
+            window = window.filter(pl.col(TIMESTAMP) >= start - train_days * _DAY)
+        try:
+            split = temporal_split(
+                window,
+                cutoff=start,
+                validation_days=validation_days,
+                filter_cold_items=filter_cold_items,
+                filter_seen=filter_seen,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"rolling_windows: window {j + 1} of {n_windows}: {exc}") from None
+        splits.append(split)
+    return splits
