@@ -3,9 +3,16 @@
 import numpy as np
 import polars as pl
 import pytest
+import statsmodels.api as sm
 
 from vitrina.errors import DataValidationError
-from vitrina.experiments.causal import diff_in_diff, synthetic_control, synthetic_weights
+from vitrina.experiments.causal import (
+    FewClustersWarning,
+    diff_in_diff,
+    synthetic_control,
+    synthetic_weights,
+    wild_cluster_bootstrap,
+)
 from vitrina.experiments.ope import doubly_robust, epsilon_greedy, ips, snips, softmax_sample
 
 
@@ -97,3 +104,46 @@ def test_exploration_policies_log_correct_propensities() -> None:
         epsilon_greedy([], 0.1, rng)
     with pytest.raises(DataValidationError, match="propensities"):
         ips([1.0, 1.0], [0.0, 0.5], [1.0, 0.0])
+
+
+def test_did_matches_statsmodels_cluster_t_with_g_minus_1_dof() -> None:
+    df = _panel(0.4, 0.0, 3)
+    res = diff_in_diff(df)
+    y = df["y"].to_numpy()
+    u, t = df["unit"].to_numpy(), df["period"].to_numpy()
+    d = (df["treated"] * df["post"]).to_numpy()
+    x = np.column_stack([d, np.ones_like(y), np.eye(60)[u][:, 1:], np.eye(10)[t][:, 1:]])
+    ref = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": u}, use_t=True)
+    assert res.se == pytest.approx(float(ref.bse[0]), rel=1e-9)
+    assert res.p_value == pytest.approx(float(ref.pvalues[0]), rel=1e-9)
+    assert (res.ci_low, res.ci_high) == pytest.approx(tuple(ref.conf_int()[0]), rel=1e-9)
+
+
+def test_did_few_clusters_warns_and_wild_bootstrap_is_consistent() -> None:
+    df = _panel(1.0, 0.0, 4).filter(pl.col("unit").is_in([0, 1, 2, 3, 30, 31, 32, 33]))
+    with pytest.warns(FewClustersWarning, match="8 clusters"):
+        res = diff_in_diff(df, inference="wild", n_draws=1999)
+    assert res.n_clusters == 8 and res.n_treated_clusters == 4
+    assert res.ci_low < res.effect < res.ci_high
+    # the interval inverts the bootstrap test: its bounds are where the p-value crosses alpha
+    y, u, t = df["y"].to_numpy(), df["unit"].to_numpy(), df["period"].to_numpy()
+    d = (df["treated"] * df["post"]).to_numpy()
+    for bound in (res.ci_low, res.ci_high):
+        shifted = y - bound * d
+        p_at, _, _ = wild_cluster_bootstrap(
+            shifted, d, np.unique(u, return_inverse=True)[1], t, n_draws=1999, interval=False
+        )
+        assert p_at == pytest.approx(0.05, abs=0.01)
+    assert (res.p_value < 0.05) == (res.ci_low > 0 or res.ci_high < 0)
+
+
+def test_did_event_study_and_pretrend_interval() -> None:
+    flat = diff_in_diff(_panel(1.5, 0.0, 5))
+    es = flat.event_study
+    assert es.reference == 5.0 and 5.0 not in es.periods
+    leads, lags = es.effect[es.periods < 5], es.effect[es.periods > 5]
+    assert np.all(np.abs(leads) < 1.0) and np.all(lags > 0.5)
+    for slope in (0.0, 0.15):  # the interval covers the true differential pre-trend
+        fits = [diff_in_diff(_panel(0.0, slope, seed)) for seed in range(40)]
+        covered = np.mean([f.pretrend_ci_low < slope < f.pretrend_ci_high for f in fits])
+        assert covered >= 0.85
