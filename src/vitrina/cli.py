@@ -14,14 +14,43 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from vitrina.errors import VitrinaError
+from vitrina.errors import ConfigError, VitrinaError
 from vitrina.evaluation.defaults import DEFAULTS
 from vitrina.experiments.cli import app as ab_app
 from vitrina.serving.cli import serve
 
+
+class _ErrorBoundary(typer.core.TyperGroup):
+    """Every error of every subcommand ends here: a user error (bad input, missing or unreadable file)
+    is one line and exit 2; anything else is one line with a hint and exit 1, the traceback only
+    under ``vitrina --debug``. Messages are printed literally, never as Rich markup."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            if ctx.meta.get(_DEBUG) or os.environ.get("VITRINA_DEBUG"):
+                raise
+            if isinstance(exc, VitrinaError | OSError):
+                raise _fail(exc) from None
+            err.print(
+                f"[bold red]error:[/bold red] unexpected {type(exc).__name__}: {escape(str(exc))}\n"
+                "This is a bug in vitrina; rerun with `vitrina --debug ...` for the traceback and report it.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=1) from None
+
+
+_DEBUG = "vitrina.debug"
 app = typer.Typer(
-    help="vitrina: recommender systems end to end.", no_args_is_help=True, pretty_exceptions_enable=False
+    help="vitrina: recommender systems end to end.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    cls=_ErrorBoundary,
 )
 datasets_app = typer.Typer(help="List, download and synthesise datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -35,8 +64,20 @@ _DEFAULT = {k: ",".join(v) if isinstance(v, tuple) else str(v) for k, v in DEFAU
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {exc}")
+    """Print a user error as one line (its text literally) and return the exit to raise."""
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=2)
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the full traceback of an unexpected error")
+    ] = False,
+) -> None:
+    """vitrina: recommender systems end to end."""
+    ctx.meta[_DEBUG] = debug
 
 
 @datasets_app.command("list")
@@ -80,7 +121,7 @@ def datasets_download(
         TransferSpeedColumn(),
         console=err,
     ) as progress:
-        task = progress.add_task(f"downloading {name}", total=None)
+        task = progress.add_task(f"downloading {escape(name)}", total=None)
         try:
             folder = download(
                 name,
@@ -90,7 +131,7 @@ def datasets_download(
             )
         except VitrinaError as exc:
             raise _fail(exc) from None
-    err.print(f"{name}: verified and unpacked into {folder}")
+    err.print(f"{name}: verified and unpacked into {folder}", markup=False)
 
 
 @datasets_app.command("synth")
@@ -127,7 +168,7 @@ def datasets_synth(
             log, catalog = write_synth(cfg, output, lambda done, _: progress.update(task, completed=done))
         except VitrinaError as exc:
             raise _fail(exc) from None
-    err.print(f"wrote {events:,} events to {log} and the catalogue to {catalog}")
+    err.print(f"wrote {events:,} events to {log} and the catalogue to {catalog}", markup=False)
 
 
 def _benchmark_config(**kwargs: Any) -> Any:
@@ -261,6 +302,8 @@ def train(
     from vitrina.models.registry import make_model
 
     try:
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"--output {output}: exists and is not a folder; choose a folder path")
         runs = parse_models(model)
         if len(runs) != 1:
             raise VitrinaError(f"--model: give exactly one model, got {len(runs)}")
@@ -281,7 +324,7 @@ def train(
         fit_on_all(m, df, seed=seed).save(output, name=runs[0].name, lineage=data_lineage(dataset, path, df))
     except VitrinaError as exc:
         raise _fail(exc) from None
-    err.print(f"saved {runs[0].name} to {output}")
+    err.print(f"saved {runs[0].name} to {output}", markup=False)
 
 
 @app.command()
@@ -329,7 +372,7 @@ def recommend(
             )
     except VitrinaError as exc:
         raise _fail(exc) from None
-    err.print(f"{n} users: top-{k} written to {output}")
+    err.print(f"{n} users: top-{k} written to {output}", markup=False)
 
 
 @app.command("models")

@@ -8,9 +8,11 @@ the official archives and of the common preprocessed copies are both accepted.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -216,6 +218,9 @@ def download(
     archive = spec.archive
     home = home or data_home()
     source = url or archive.url
+    parts = urllib.parse.urlsplit(source)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise DownloadError(f"{name}: --url {source!r} is not an http://, https:// or file:// address")
     try:
         with urllib.request.urlopen(source, timeout=timeout) as response:
             total = response.headers.get("Content-Length")
@@ -225,7 +230,7 @@ def download(
                 done += len(chunk)
                 if progress:
                     progress(done, int(total) if total else None)
-    except OSError as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # the last two: a malformed address
         raise DownloadError(f"{name}: cannot fetch {source} ({exc})") from exc
     data = b"".join(chunks)
     archive.checksum.verify(data, f"{name}: archive from {source}")

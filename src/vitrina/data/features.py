@@ -15,7 +15,8 @@ from vitrina.errors import DataValidationError
 
 def attributes_json(path: str | Path, items: IdMap) -> sp.csr_matrix:
     """S3-Rec ``*_item2attributes.json`` (``{"item": [attr, ...]}``) as a binary items x attributes matrix
-    aligned with ``items``; items without attributes get an empty row."""
+    aligned with ``items``; items without attributes get an empty row. An attribute listed twice for
+    one item is still 1 (one-hot), never 2."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -35,10 +36,18 @@ def attributes_json(path: str | Path, items: IdMap) -> sp.csr_matrix:
             raise DataValidationError(
                 f"{path}: item {key}: expected a list of attribute ids, got {type(attrs).__name__}"
             )
+        bad = [a for a in attrs if isinstance(a, bool) or not isinstance(a, int) or a < 0]
+        if bad:
+            raise DataValidationError(
+                f"{path}: item {key}: expected non-negative integer attribute ids, got {bad[0]!r}"
+            )
         r.extend([row] * len(attrs))
-        c.extend(int(a) for a in attrs)
+        c.extend(attrs)
     n_attr = (max(c) + 1) if c else 0
-    return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(items), n_attr))
+    matrix = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(items), n_attr))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def movielens_genres(path: str | Path, items: IdMap) -> sp.csr_matrix:

@@ -35,10 +35,20 @@ def _first_bad_row(df: pl.DataFrame, mask: pl.Series) -> int:
     return int(df.filter(mask)[_ROW][0])
 
 
+_INT64_MAX = 2**63 - 1
+#: floats hold every integer exactly up to 2^53; larger float ids would silently merge
+_FLOAT_ID_MAX = 2**53
+
+
 def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
     col = df[TIMESTAMP]
     dtype = col.dtype
     if dtype.is_integer():
+        too_big = col > _INT64_MAX if dtype == pl.UInt64 else pl.Series([False] * df.height, dtype=pl.Boolean)
+        if too_big.any():
+            raise _fail(
+                source, _first_bad_row(df, too_big), TIMESTAMP, f"{col.filter(too_big)[0]} is out of range"
+            )
         return df.with_columns(pl.col(TIMESTAMP).cast(pl.Int64))
     if dtype.is_float():
         bad = col.is_nan() | col.is_infinite()
@@ -53,24 +63,57 @@ def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
     if dtype == pl.Datetime or dtype == pl.Date:
         return df.with_columns(pl.col(TIMESTAMP).cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Int64))
     if dtype == pl.String:
-        as_int = col.str.strip_chars().cast(pl.Int64, strict=False)
-        if as_int.null_count() == 0:
-            return df.with_columns(as_int.alias(TIMESTAMP))
-        as_float = col.str.strip_chars().cast(pl.Float64, strict=False)
-        if as_float.null_count() == 0 and not (as_float.is_nan() | as_float.is_infinite()).any():
-            return df.with_columns(as_float.alias(TIMESTAMP))
-        parsed = col.str.strip_chars().str.to_datetime(strict=False, time_unit="ms")
-        bad = parsed.is_null()
+        return df.with_columns(_parse_times(df, source).alias(TIMESTAMP))
+    raise _fail(source, None, TIMESTAMP, f"expected numbers, dates or strings, got column type {dtype}")
+
+
+def _parse_times(df: pl.DataFrame, source: str) -> pl.Series:
+    """Text timestamps: all Unix times (numbers) or all ISO-8601 dates/times, never a mix."""
+    text = df[TIMESTAMP].str.strip_chars()
+    as_float = text.cast(pl.Float64, strict=False)
+    numeric = as_float.is_not_null()
+    if numeric.all():
+        bad = as_float.is_nan() | as_float.is_infinite()
         if bad.any():
-            value = col.filter(bad)[0]
             raise _fail(
                 source,
                 _first_bad_row(df, bad),
                 TIMESTAMP,
-                f"cannot parse {value!r} as a Unix time or an ISO-8601 date/time",
+                f"expected a finite Unix time, got {text.filter(bad)[0]!r}",
             )
-        return df.with_columns(parsed.dt.epoch("s").cast(pl.Int64).alias(TIMESTAMP))
-    raise _fail(source, None, TIMESTAMP, f"expected numbers, dates or strings, got column type {dtype}")
+        as_int = text.cast(pl.Int64, strict=False)
+        return as_int if as_int.null_count() == 0 else as_float
+    seconds = pl.Series(TIMESTAMP, [None] * len(text), dtype=pl.Int64)
+    for _ in range(8):  # each round parses the values of one more ISO-8601 layout
+        todo = seconds.is_null() & ~numeric
+        if not todo.any():
+            break
+        try:
+            parsed = text.filter(todo).str.to_datetime(strict=False, time_unit="ms")
+        except pl.exceptions.PolarsError:
+            break  # the first remaining value has no recognisable layout
+        if parsed.null_count() == len(parsed):
+            break
+        filled = seconds.filter(todo).fill_null(parsed.dt.epoch("s").cast(pl.Int64))
+        seconds = seconds.scatter(todo.arg_true(), filled)
+    if numeric.any() and seconds.is_not_null().any():
+        number, date = _first_bad_row(df, numeric), _first_bad_row(df, seconds.is_not_null())
+        raise _fail(
+            source,
+            max(number, date),
+            TIMESTAMP,
+            f"mixes Unix times (first at line {number}: {text.filter(numeric)[0]!r}) and ISO-8601 dates "
+            f"(first at line {date}: {text.filter(seconds.is_not_null())[0]!r}); use one kind",
+        )
+    bad = seconds.is_null() & ~numeric
+    if bad.any():
+        raise _fail(
+            source,
+            _first_bad_row(df, bad),
+            TIMESTAMP,
+            f"cannot parse {text.filter(bad)[0]!r} as a Unix time or an ISO-8601 date/time",
+        )
+    return seconds
 
 
 def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -102,13 +145,24 @@ def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
 def _check_id(df: pl.DataFrame, name: str, source: str) -> pl.DataFrame:
     col = df[name]
     if col.dtype.is_float():
-        frac = col.is_not_null() & (col != col.floor())
-        if frac.any():
+        bad = ~col.is_finite() | (col != col.floor()) | (col.abs() > _FLOAT_ID_MAX)
+        if bad.any():
             raise _fail(
                 source,
-                _first_bad_row(df, frac),
+                _first_bad_row(df, bad),
                 name,
-                f"expected an integer or string id, got {col.filter(frac)[0]}",
+                f"expected an integer or string id (a float id must be a whole number of at most 2^53), "
+                f"got {col.filter(bad)[0]}",
+            )
+        return df.with_columns(pl.col(name).cast(pl.Int64))
+    if col.dtype == pl.UInt64:
+        big = col > _INT64_MAX
+        if big.any():
+            raise _fail(
+                source,
+                _first_bad_row(df, big),
+                name,
+                f"integer id {col.filter(big)[0]} is beyond 2^63 - 1; store such ids as strings",
             )
         return df.with_columns(pl.col(name).cast(pl.Int64))
     if not (col.dtype.is_integer() or col.dtype == pl.String or col.dtype == pl.Categorical):
@@ -157,7 +211,7 @@ def validate_interactions(
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataValidationError(
-            f"{source}: missing column(s) {missing}; found {df.columns}. "
+            f"{source}: missing column(s) {missing}; found {[c for c in df.columns if c != _ROW]}. "
             "Map your columns with load_table(..., columns={'user_id': 'your_user_column', ...})"
         )
     if _ROW not in df.columns:

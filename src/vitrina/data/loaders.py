@@ -5,8 +5,10 @@ Every error names the file and line. Gzip (``.gz``) files are read transparently
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -20,22 +22,31 @@ from vitrina.errors import DataValidationError
 Format = Literal["movielens", "s3rec", "s3rec-ts", "pairs", "csv", "tsv", "parquet"]
 
 
-def _read_bytes(path: Path) -> bytes:
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """Refuse a path that is not a readable regular file, saying which of the three it is."""
+    if path.is_dir():
+        raise DataValidationError(f"{path}: is a directory; give the data file inside it")
     if not path.is_file():
         raise DataValidationError(f"{path}: file not found")
-    raw = path.read_bytes()
+
+
+def _read_bytes(path: Path) -> bytes:
+    path = Path(path)
+    _check_file(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataValidationError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataValidationError(f"{path}: not a valid gzip file ({exc})") from exc
     return raw
 
 
-def _lines(path: Path, encoding: str = "utf-8") -> pl.Series:
-    """Non-empty lines of a text file, with their 1-based line numbers in ``line``."""
-    raw = _read_bytes(path)
+def _text(path: Path, raw: bytes, encoding: str = "utf-8") -> str:
+    """Decode strictly (a bad byte is refused, never replaced), naming the line of the first bad byte."""
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -44,9 +55,66 @@ def _lines(path: Path, encoding: str = "utf-8") -> pl.Series:
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise DataValidationError(f"{path}, line {line}: contains a NUL byte; is this a binary file?")
-    lines = pl.Series("text", text.splitlines(), dtype=pl.String)
+    return text.removeprefix("\ufeff")
+
+
+def _lines(path: Path, encoding: str = "utf-8", text: str | None = None) -> pl.DataFrame:
+    """Non-empty lines of a text file, with their 1-based line numbers in ``line``. Only ``\\n``
+    (optionally after ``\\r``) ends a line, as in every line-numbering editor and in ``wc -l``."""
+    if text is None:
+        text = _text(path, _read_bytes(path), encoding)
+    lines = pl.Series("text", text.split("\n"), dtype=pl.String).str.strip_suffix("\r")
+    if text.endswith("\n"):
+        lines = lines.head(-1)
     return pl.DataFrame({"text": lines, "line": pl.int_range(1, len(lines) + 1, eager=True)}).filter(
         pl.col("text").str.strip_chars() != ""
+    )
+
+
+def _read_delimited(path: Path, sep: str) -> pl.DataFrame:
+    """A delimited text table with a header line, every field a string (blank -> null), and the
+    source line of each row in ``LINE_COLUMN``. Every row must have the header's number of fields."""
+    text = _text(path, _read_bytes(path))
+    if '"' in text:  # quoted fields may hold separators and newlines: parse record by record
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        rows, starts, start = [], [], 1
+        try:
+            for record in records:
+                if any(f.strip() for f in record):
+                    rows.append(record)
+                    starts.append(start)
+                start = records.line_num + 1
+        except csv.Error as exc:
+            raise DataValidationError(f"{path}, line {records.line_num}: malformed CSV ({exc})") from exc
+        table = pl.DataFrame(
+            {"parts": pl.Series(rows, dtype=pl.List(pl.String)), "line": pl.Series(starts, dtype=pl.Int64)}
+        )
+    else:
+        table = _lines(path, text=text).select(pl.col("text").str.split(sep).alias("parts"), "line")
+    if table.height == 0:
+        raise DataValidationError(f"{path}: empty file; expected a header line and data rows")
+    header: list[str] = table["parts"][0].to_list()
+    header_line = table["line"][0]
+    for j, name in enumerate(header):
+        if name in header[:j]:
+            raise DataValidationError(
+                f"{path}, line {header_line}: column {name!r} appears twice in the header"
+            )
+    table = table.slice(1)
+    bad = table.filter(pl.col("parts").list.len() != len(header))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise DataValidationError(
+            f"{path}, line {row['line']}: expected {len(header)} fields ({', '.join(header)}) separated by "
+            f"{sep!r}, got {len(row['parts'])}"
+        )
+    field = pl.col("parts").list
+    return table.select(
+        *[
+            pl.when(field.get(j).str.strip_chars() != "").then(field.get(j)).alias(name)
+            for j, name in enumerate(header)
+        ],
+        pl.col("line").alias(LINE_COLUMN),
     )
 
 
@@ -197,23 +265,15 @@ def load_table(
         "parquet" if path.suffix == ".parquet" else "tsv" if path.suffix in (".tsv", ".tab") else "csv"
     )
     if fmt == "parquet":
-        if not path.is_file():
-            raise DataValidationError(f"{path}: file not found")
+        _check_file(path)
         try:
             df = pl.read_parquet(path)
         except Exception as exc:  # polars raises several types for corrupt files
             raise DataValidationError(f"{path}: not a readable Parquet file ({exc})") from exc
-        first_line = 1
     else:
-        raw = _read_bytes(path)
-        sep = separator or ("\t" if fmt == "tsv" else ",")
-        try:
-            df = pl.read_csv(io.BytesIO(raw), separator=sep, infer_schema=False, encoding="utf8-lossy")
-        except pl.exceptions.PolarsError as exc:
-            raise DataValidationError(
-                f"{path}: cannot parse as {fmt.upper()} with separator {sep!r} ({exc})"
-            ) from exc
-        first_line = 2  # line 1 is the header
+        df = _read_delimited(path, separator or ("\t" if fmt == "tsv" else ","))
+    if df.height == 0:
+        raise DataValidationError(f"{path}: no data rows (only a header or an empty table)")
     mapping = dict(columns or {})
     unknown = [k for k in mapping if k not in (USER, ITEM, TIMESTAMP, WEIGHT)]
     if unknown:
@@ -223,14 +283,15 @@ def load_table(
     absent = [v for v in mapping.values() if v not in df.columns]
     if absent:
         raise DataValidationError(
-            f"{path}: column(s) {absent} named in the mapping are not in the file; found {df.columns}"
+            f"{path}: column(s) {absent} named in the mapping are not in the file; "
+            f"found {[c for c in df.columns if c != LINE_COLUMN]}"
         )
     df = df.rename({v: k for k, v in mapping.items()})
     if fmt != "parquet":
         df = df.with_columns(*(_integer_ids(df[c]) for c in (USER, ITEM) if c in df.columns))
     if WEIGHT in df.columns and df[WEIGHT].dtype == pl.String:
         df = df.with_columns(pl.col(WEIGHT).str.strip_chars())
-    return validate_interactions(df, source=str(path), first_line=first_line, duplicates=duplicates)
+    return validate_interactions(df, source=str(path), duplicates=duplicates)
 
 
 def load_s3rec_timestamped(path: str | Path) -> pl.DataFrame:

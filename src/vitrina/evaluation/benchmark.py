@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Iterator, Mapping
@@ -22,18 +23,19 @@ from typing import Any
 import polars as pl
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vitrina import __version__
-from vitrina.data.columns import ITEM, USER
+from vitrina.data.columns import ITEM, USER, WEIGHT
 from vitrina.data.datasets import DATASETS, resolve
 from vitrina.data.features import item_features_for
 from vitrina.data.filtering import k_core, to_implicit
 from vitrina.data.loaders import load
 from vitrina.data.splits import Split, leave_one_out, temporal_split
-from vitrina.errors import ConfigError
+from vitrina.errors import ConfigError, DataValidationError
 from vitrina.evaluation.api import fit_on_split, history_of, popular_expectation, score_on_split
 from vitrina.evaluation.config import DEFAULT_COLUMNS, BenchmarkConfig
 from vitrina.evaluation.defaults import EXTENSIONS
@@ -62,9 +64,20 @@ def load_data(config: BenchmarkConfig) -> tuple[pl.DataFrame, Path, str]:
     mapping = config.column_mapping()
     if mapping is not None and fmt not in ("csv", "tsv", "parquet"):
         raise ConfigError(f"--columns applies to csv, tsv and parquet files, not to format {fmt!r}")
-    df = to_implicit(load(path, fmt, **({"columns": mapping} if mapping else {})), threshold=threshold)
+    raw = load(path, fmt, **({"columns": mapping} if mapping else {}))
+    df = to_implicit(raw, threshold=threshold)
+    if df.height == 0:
+        raise DataValidationError(
+            f"{path}: implicit_threshold={threshold} keeps no event (weights range from "
+            f"{raw[WEIGHT].min()} to {raw[WEIGHT].max()}); lower it"
+        )
     if config.min_user or config.min_item:
         df = k_core(df, min_user=config.min_user or 1, min_item=config.min_item or 1)
+        if df.height == 0:
+            raise DataValidationError(
+                f"{path}: the k-core filter (min_user={config.min_user}, min_item={config.min_item}) "
+                "leaves no event; lower them"
+            )
     return df, path, fmt
 
 
@@ -133,11 +146,21 @@ def run_benchmark(
     """
     console = console or Console(stderr=True, log_path=False)
     planned = plan_models(config, models)
-    with _step(console, f"loading {config.dataset}"):
+    if config.output is not None:
+        _prepare_output(config.output)
+    with _step(console, f"loading {escape(config.dataset)}"):
         df, path, fmt = load_data(config)
         split = make_split(config, df)
+    evaluable = split.test.join(history_of(split).select(USER).unique(), on=USER, how="semi")
+    if evaluable.height == 0:
+        raise DataValidationError(
+            f"{path}: no user can be evaluated: the {config.split} split leaves "
+            f"{split.test[USER].n_unique()} test user(s), none with earlier events to learn from "
+            f"({df.height} event(s), {df[USER].n_unique()} user(s)); "
+            "evaluation needs users with at least two events"
+        )
     console.log(
-        f"{config.dataset}: {df.height:,} events, {df[USER].n_unique():,} users, "
+        f"{escape(config.dataset)}: {df.height:,} events, {df[USER].n_unique():,} users, "
         f"{df[ITEM].n_unique():,} items; "
         f"split {config.split}: " + ", ".join(f"{k}={v:,}" for k, v in split.summary().items())
     )
@@ -162,7 +185,7 @@ def run_benchmark(
             if results["runs"] and config.output is not None:
                 write_results(results, config.output)
                 console.log(
-                    f"{item.name} failed; wrote the {len(results['runs'])} finished runs to {config.output}"
+                    f"{escape(item.name)} failed; wrote the {len(results['runs'])} finished runs to {config.output}"
                 )
             raise
         results["runs"].append(record)
@@ -183,9 +206,9 @@ def _run_one(
     console: Console,
 ) -> dict[str, Any]:
     model, k = item.model, config.k
-    console.log(f"[bold]{item.name}[/bold]: fitting {model!r}")
+    console.log(f"[bold]{escape(item.name)}[/bold]: fitting {escape(repr(model))}")
     start = time.perf_counter()
-    with _step(console, f"fitting {item.name}"):
+    with _step(console, f"fitting {escape(item.name)}"):
         fit_on_split(model, split)
     fit_seconds = time.perf_counter() - start
     with _step(console, f"ranking the catalogue for {split.test[USER].n_unique():,} test users"):
@@ -204,10 +227,10 @@ def _run_one(
     shown = " ".join(
         f"{m}@{k}={result.metrics[f'{m}@{k}']:.4f}" for m in config.metrics if f"{m}@{k}" in result.metrics
     )
-    console.log(f"{item.name}: {shown} fit {fit_seconds:.1f}s")
+    console.log(f"{escape(item.name)}: {shown} fit {fit_seconds:.1f}s")
     if not_converged(summary):
         console.log(
-            f"[yellow]{item.name}: not converged[/yellow] — the best validation epoch is the last one "
+            f"[yellow]{escape(item.name)}: not converged[/yellow] — the best validation epoch is the last one "
             f"({summary['best_epoch']}); raise epochs to let early stopping decide"
         )
     return record
@@ -230,7 +253,7 @@ def results_table(results: dict[str, Any], width: int | None = None) -> Table:
     names = display_columns(results)
     runs = results["runs"]
     cells = [
-        [r["model"] + (" (not converged)" if not_converged(r) else "")]
+        [escape(r["model"]) + (" (not converged)" if not_converged(r) else "")]
         + [f"{r['metrics'][f'{m}@{k}']:.4f}" if f"{m}@{k}" in r["metrics"] else "" for m in names]
         + [f"{r['fit_seconds']:.1f}", f"{r['recommend_seconds']:.2f}"]
         for r in runs
@@ -241,7 +264,7 @@ def results_table(results: dict[str, Any], width: int | None = None) -> Table:
         dropped = len(headers) - len(keep)
         caption = f"+{dropped} columns in results.md (pick: --metrics)" if dropped else None
         table = Table(
-            title=f"{results['dataset']} · split {results['split']} · k={k}",
+            title=f"{escape(str(results['dataset']))} · split {results['split']} · k={k}",
             caption=caption,
             box=box.SIMPLE_HEAD,
             show_edge=False,
@@ -268,8 +291,31 @@ def display_columns(results: dict[str, Any]) -> list[str]:
     return [m for m in wanted if any(f"{m}@{k}" in r["metrics"] for r in results["runs"])]
 
 
+def _prepare_output(output: Path) -> None:
+    """Create the output folder before any work, so a bad ``--output`` fails in a second, not after
+    the run."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output}: exists and is not a folder; choose a folder path")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output {output}: cannot create the folder ({exc.strerror or exc})") from exc
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (a metric undefined for these data) become ``null``: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_results(results: dict[str, Any], output: Path) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    """``results.json`` (strict JSON: an undefined metric is ``null``), ``results.md``, ``pareto.png``."""
+    _prepare_output(output)
+    (output / "results.json").write_text(json.dumps(_json_safe(results), indent=2, allow_nan=False))
     (output / "results.md").write_text(results_markdown(results, display_columns(results)))
     pareto_plot(results, output / "pareto.png")

@@ -133,8 +133,12 @@ def parse_models(spec: str) -> list[ModelRun]:
 def load_config(path: Path, **overrides: Any) -> BenchmarkConfig:
     """Read a TOML config (top-level keys as in :class:`BenchmarkConfig`, ``[[models]]`` tables)."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a TOML text file (invalid UTF-8 at byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: cannot read TOML ({exc})") from exc
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return make_config(raw, source=str(path))

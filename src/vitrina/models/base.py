@@ -56,6 +56,10 @@ class Recommender(ABC):
         ``uses_validation`` for early stopping; its users and items unknown to ``data`` are dropped.
         """
         dataset = data if isinstance(data, Dataset) else Dataset.from_interactions(data)
+        if dataset.interactions.height == 0:
+            raise DataValidationError(
+                f"{type(self).__name__}.fit: no interactions to learn from (the table is empty)"
+            )
         val = None
         if validation is not None and self.uses_validation:
             val = dataset.subset(validation)
@@ -290,6 +294,8 @@ class Recommender(ABC):
 
         self._check_fitted()
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: exists and is not a folder; save the model to a folder path")
         path.mkdir(parents=True, exist_ok=True)
         state = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._get_state().items()}
         state["history.indptr"] = self.history_indptr_.astype(np.int64)
