@@ -185,14 +185,15 @@ def run_benchmark(
             if results["runs"] and config.output is not None:
                 write_results(results, config.output)
                 console.log(
-                    f"{escape(item.name)} failed; wrote the {len(results['runs'])} finished runs to {config.output}"
+                    f"{escape(item.name)} failed; wrote the {len(results['runs'])} finished runs to "
+                    f"{escape(str(config.output))}"
                 )
             raise
         results["runs"].append(record)
     console.print(results_table(results, console.width))
     if config.output is not None:
         write_results(results, config.output)
-        console.log(f"wrote {config.output}/results.json, results.md, pareto.png")
+        console.log(f"wrote {escape(str(config.output))}/results.json, results.md, pareto.png")
     return results
 
 
@@ -230,8 +231,8 @@ def _run_one(
     console.log(f"{escape(item.name)}: {shown} fit {fit_seconds:.1f}s")
     if not_converged(summary):
         console.log(
-            f"[yellow]{escape(item.name)}: not converged[/yellow] — the best validation epoch is the last one "
-            f"({summary['best_epoch']}); raise epochs to let early stopping decide"
+            f"[yellow]{escape(item.name)}: not converged[/yellow] — the best validation epoch is the last "
+            f"one ({summary['best_epoch']}); raise epochs to let early stopping decide"
         )
     return record
 
