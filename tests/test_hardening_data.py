@@ -116,7 +116,7 @@ def test_ids_are_kept_byte_for_byte(tmp_path: Path) -> None:
 
 def test_crlf_bom_and_blank_lines_are_accepted(tmp_path: Path) -> None:
     df = load_table(_csv(tmp_path, "\ufeff" + HEADER.replace("\n", "\r\n") + "1,1,1\r\n\r\n2,2,2\r\n"))
-    assert df.select("user_id", "item_id", "timestamp").rows() == [("1", "1", 1), ("2", "2", 2)]
+    assert df.select("user_id", "item_id", "timestamp").rows() == [(1, 1, 1), (2, 2, 2)]
 
 
 # --------------------------------------------------------------------------- fuzzing the parsers
