@@ -375,6 +375,47 @@ def recommend(
     err.print(f"{n} users: top-{k} written to {output}", markup=False)
 
 
+# --- vitrina catalog (issue 15) -------------------------------------------------------------
+catalog_app = typer.Typer(help="Item catalogues for the service's filters.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("build")
+def catalog_build(
+    source: Annotated[
+        Path, typer.Argument(help="MovieLens u.item, S3-Rec *_item2attributes.json, or CSV/TSV/Parquet")
+    ],
+    output: Annotated[
+        Path, typer.Option(help="catalogue to write (.parquet or .csv), for `vitrina serve --catalog`")
+    ],
+    kind: Annotated[
+        str | None, typer.Option(help="movielens, s3rec or table", show_default="from the file name")
+    ] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="table: catalogue name=your column, e.g. item_id=sku,category=dept")
+    ] = None,
+) -> None:
+    """Write item_id, available, category (and lat, lon, value, segments from a table) for serving."""
+    from vitrina.data.catalogs import build_catalog
+    from vitrina.serving.catalog import Catalog
+
+    try:
+        mapping = (
+            None if columns is None else dict(t.strip().split("=", 1) for t in columns.split(",") if "=" in t)
+        )
+        table = build_catalog(source, kind, mapping)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table.write_csv(output) if output.suffix == ".csv" else table.write_parquet(output)
+        Catalog.read(output)  # what the service will read: refuse to write one it would reject
+    except VitrinaError as exc:
+        raise _fail(exc) from None
+    n_cat = table["category"].n_unique() if "category" in table.columns else 0
+    err.print(f"catalogue: {table.height:,} items, {n_cat} categories -> {output}")
+
+
+# --- end vitrina catalog ------------------------------------------------------------------------
+
+
 @app.command("models")
 def models_list() -> None:
     """Registered models and every parameter's default (from the constructors, so never stale).

@@ -41,6 +41,8 @@ class Recommender(ABC):
     #: whether ``fit`` uses a validation set (early stopping); the benchmark then trains on the
     #: train part only and ranks test users from their train + validation histories
     uses_validation: ClassVar[bool] = False
+    #: whether a one-item history's scores mean item-item similarity (not so for popularity)
+    item_to_item: ClassVar[bool] = True
 
     users_: IdMap
     items_: IdMap
@@ -240,6 +242,60 @@ class Recommender(ABC):
             [hist[hist >= 0]], k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
         )
         return self._to_frame(pl.Series(USER, [None]), idx, val).drop(USER)
+
+    def similar_item_scores(self, item_idx: np.ndarray) -> np.ndarray:
+        """Similarity of every item to each of ``item_idx`` (len(item_idx) x n_items, float32):
+        cosine of item vectors for embedding models (ALS, BPR, sequential), otherwise the scores
+        for a one-item history (EASE's and ItemKNN's item-item weights)."""
+        self._check_fitted()
+        item_idx = np.asarray(item_idx, dtype=np.int64)
+        vectors = getattr(self, "item_vectors", None)
+        if callable(vectors):
+            v = np.asarray(vectors(), dtype=np.float32)
+            unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            return unit[item_idx] @ unit.T
+        if self.supports_history and self.item_to_item:
+            return self.score_histories([np.array([i]) for i in item_idx])
+        raise ConfigError(
+            f"{type(self).__name__} has no item-item signal (no item vectors, no history scoring); "
+            "use ease, itemknn, als, bpr or a sequential model for similar items"
+        )
+
+    def similar_items(
+        self,
+        items: Iterable[Any],
+        k: int = 10,
+        *,
+        allow_items: Iterable[Any] | None = None,
+        deny_items: Iterable[Any] | None = None,
+    ) -> pl.DataFrame:
+        """The ``k`` items most similar to each of ``items`` (a product page's "similar items"),
+        as ``item_id, similar_item_id, score, rank``; the item itself is never in its own list.
+
+        Unknown item ids raise.
+        """
+        self._check_fitted()
+        k = check_k(k)
+        query = pl.Series(
+            ITEM, id_list(items, "items", "similar_items([50], k=10)"), dtype=self.items_.dtype, strict=False
+        )
+        internal = self.items_.to_internal(query, strict=False)
+        if (internal < 0).any():
+            unknown = query.filter(pl.Series(internal < 0)).head(5).to_list()
+            raise DataValidationError(f"unknown item(s) {unknown}: not in the training data")
+        allowed = self.item_mask(allow_items, deny_items)
+        out_idx = np.empty((len(internal), k), dtype=np.int64)
+        out_val = np.empty((len(internal), k), dtype=np.float32)
+        step = self._block_rows()
+        for start in range(0, len(internal), step):
+            batch = internal[start : start + step]
+            scores = np.array(self.similar_item_scores(batch), dtype=np.float32, copy=True)
+            scores[np.arange(len(batch)), batch] = -np.inf
+            self._apply_filters(scores, None, allowed)
+            out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
+        return self._to_frame(query.alias(USER), out_idx, out_val).rename(
+            {USER: ITEM, ITEM: "similar_item_id"}
+        )
 
     def _to_frame(self, users: pl.Series, idx: np.ndarray, val: np.ndarray) -> pl.DataFrame:
         k = idx.shape[1]

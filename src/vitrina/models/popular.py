@@ -24,6 +24,7 @@ class Popular(Recommender):
     """
 
     supports_history = True
+    item_to_item = False  # the same list for every history
 
     def __init__(self, days: float | None = None) -> None:
         self.days = days

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vitrina import __version__
 from vitrina.errors import ModelLoadError
-from vitrina.serving.filters import BadRequest
+from vitrina.serving.filters import BadRequest, UnknownItem
 from vitrina.serving.metrics import Metrics
 from vitrina.serving.schemas import (
     EventsRequest,
@@ -30,6 +30,8 @@ from vitrina.serving.schemas import (
     Health,
     RecommendRequest,
     RecommendResponse,
+    SimilarRequest,
+    SimilarResponse,
     SlateRequest,
     SlateResponse,
     SwapRequest,
@@ -198,6 +200,10 @@ def create_app(
             return JSONResponse({"detail": f"malformed JSON: {reason}"}, 400)
         return JSONResponse({"detail": _describe(errors)}, 422)
 
+    @app.exception_handler(UnknownItem)
+    async def unknown_item(request: Request, exc: UnknownItem) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 404)
+
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 400)
@@ -220,6 +226,11 @@ def create_app(
     async def recommend(req: RecommendRequest, service: ServiceDep) -> RecommendResponse:
         """Top-k for a user and/or a history of trigger items, business rules applied first."""
         return service.recommend(req)
+
+    @app.post("/similar", response_model=SimilarResponse, responses={404: {"description": "unknown item"}})
+    async def similar(req: SimilarRequest, service: ServiceDep) -> SimilarResponse:
+        """Items similar to one item (item vectors' cosine, or item-item weights), rules applied first."""
+        return service.similar(req)
 
     @app.post("/slate", response_model=SlateResponse)
     async def slate(req: SlateRequest, service: ServiceDep) -> SlateResponse:

@@ -43,8 +43,10 @@ class AlignedCatalog:
     n_missing: int  # model items absent from the catalogue
 
     def category_mask(self, names: list[str]) -> np.ndarray:
-        """Items whose category is one of ``names`` (unknown names match nothing)."""
-        codes = [self.category_codes[n] for n in names if n in self.category_codes]
+        """Items whose category is one of ``names``, compared case-insensitively ("drama" matches
+        "Drama"); unknown names match nothing."""
+        wanted = {n.casefold() for n in names}
+        codes = [code for name, code in self.category_codes.items() if name.casefold() in wanted]
         return np.isin(self.category, np.asarray(codes, dtype=np.int32))
 
     def segment_mask(self, segment: str | None) -> np.ndarray:

@@ -86,6 +86,8 @@ def serve(
     )
     logging.basicConfig(level=log_level.upper())
     app = create_app(settings, background_load=load_in_background)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    typer.echo(f"vitrina: serving {model_dir} at {url} (API docs: {url}/docs); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

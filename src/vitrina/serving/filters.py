@@ -18,6 +18,10 @@ class BadRequest(VitrinaError, ValueError):
     """A well-formed request the service cannot honour (answered with HTTP 400)."""
 
 
+class UnknownItem(BadRequest):
+    """The item a request is about is not in the model's catalogue (answered with HTTP 404)."""
+
+
 def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
     """Great-circle distances in km from one point to many (NaN where coordinates are missing).
 

@@ -212,3 +212,22 @@ class Health(BaseModel):
     model_version: str | None = None
     variants: dict[str, str] = {}
     store: str | None = None
+
+
+class SimilarRequest(_Body):
+    """Items similar to one item (a product page's carousel); no user needed."""
+
+    item_id: Id
+    k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+    filters: Filters = Field(
+        default_factory=lambda: Filters(exclude_seen=False),
+        description="business rules as in /recommend (there is no user, so nothing is 'seen')",
+    )
+
+
+class SimilarResponse(BaseModel):
+    request_id: str
+    model_version: str
+    item_id: Id
+    items: list[ScoredItem]
+    n_eligible: int = Field(description="items the filters allowed (the item itself excluded)")

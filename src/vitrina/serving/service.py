@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vitrina.errors import ConfigError
 from vitrina.experiments.schema import EXPOSURE
 from vitrina.serving.bundle import ModelBundle
 from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.catalog import Catalog
-from vitrina.serving.filters import BadRequest, candidate_mask
+from vitrina.serving.filters import BadRequest, UnknownItem, candidate_mask
 from vitrina.serving.metrics import Metrics
 from vitrina.serving.ranking import Target, build_slate, explore, resolve_target, score_candidates, top_k
 from vitrina.serving.schemas import (
@@ -28,6 +29,8 @@ from vitrina.serving.schemas import (
     RecommendRequest,
     RecommendResponse,
     ScoredItem,
+    SimilarRequest,
+    SimilarResponse,
     SlateRequest,
     SlateResponse,
 )
@@ -254,6 +257,28 @@ class Service:
             exploration=exploration.spec,
             n_eligible=int(mask.sum()),
             fewer_than_k=len(idx) < req.k,
+        )
+
+    def similar(self, req: SimilarRequest) -> SimilarResponse:
+        """The default model's most similar items to ``req.item_id``, business rules applied first."""
+        bundle = self.default
+        idx = bundle.item_idx(req.item_id)
+        if idx < 0:
+            raise UnknownItem(f"item_id {req.item_id!r} is not in the model's catalogue")
+        mask, distance = candidate_mask(bundle, req.filters, np.empty(0, dtype=np.int64))
+        mask[idx] = False
+        try:
+            scores = bundle.model.similar_item_scores(np.array([idx]))[0].astype(np.float32, copy=True)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        scores[~mask | ~np.isfinite(scores)] = -np.inf
+        top, val = top_k(scores, req.k)
+        return SimilarResponse(
+            request_id=uuid.uuid4().hex,
+            model_version=bundle.version,
+            item_id=req.item_id,
+            items=self._items(bundle, top, val, distance),
+            n_eligible=int(mask.sum()),
         )
 
     def slate(self, req: SlateRequest) -> SlateResponse:
