@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -51,13 +52,16 @@ def weights(model: SequentialTransformer) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().copy() for k, v in model.network_.state_dict().items()}
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(
+    rank: int, port: int, out: str, backend: str = "gloo", world: int = 2, device: str = "cpu"
+) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         train, val = tiny()
         for i, config in enumerate(CONFIGS):
-            model = SequentialTransformer(**PARAMS, **config).fit(train, validation=val)  # type: ignore[arg-type]
+            params = {**PARAMS, **config, "device": device}
+            model = SequentialTransformer(**params).fit(train, validation=val)  # type: ignore[arg-type]
             if rank == 0:
                 recall = model.training_summary_["best_val_recall_at_10"]
                 np.savez(f"{out}{i}.npz", **weights(model), val_recall=recall)
@@ -88,3 +92,20 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
             assert float(ddp["val_recall"]) == single.training_summary_["best_val_recall_at_10"]
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU here: the nccl / device='auto' path needs one"
+)
+def test_nccl_on_gpus_trains_like_one_cpu_process(tmp_path: Path) -> None:
+    """device='auto' puts each rank on its GPU and nccl all-reduces; weights match one CPU process
+    up to GPU float round-off (one rank per GPU, at most 2)."""
+    world = min(2, torch.cuda.device_count())
+    out = str(tmp_path / "nccl")
+    mp.spawn(_worker, args=(_free_port(), out, "nccl", world, "auto"), nprocs=world, join=True)
+    train, val = tiny()
+    for i, config in enumerate(CONFIGS):
+        single = SequentialTransformer(**PARAMS, **config).fit(train, validation=val)  # type: ignore[arg-type]
+        gpu = np.load(f"{out}{i}.npz")
+        for name, value in weights(single).items():
+            np.testing.assert_allclose(gpu[name], value, rtol=1e-2, atol=2e-3, err_msg=f"{config}: {name}")

@@ -292,14 +292,19 @@ def train(
         str | None,
         typer.Option(help="your CSV/TSV/Parquet column names, e.g. user=visitor,item=sku,timestamp=ts"),
     ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="sequential models: continue from OUTPUT/checkpoint.pt, saved every epoch")
+    ] = False,
 ) -> None:
     """Fit one model on all events of a dataset and save it (early stopping on the latest event of
     2,048 random users, the rest trained on). The bundle records its lineage: the data file's
-    sha256 and size, the save time, the vitrina version and the validation scores."""
+    sha256 and size, the save time, the vitrina version and the validation scores. Under torchrun,
+    sequential models train data-parallel and rank 0 saves."""
     from vitrina.evaluation.benchmark import load_data
     from vitrina.evaluation.config import make_config, parse_columns, parse_models
     from vitrina.evaluation.training import data_lineage, fit_on_all
     from vitrina.models.registry import make_model
+    from vitrina.models.sequential.ddp import DistContext, init_from_env
 
     try:
         if output.exists() and not output.is_dir():
@@ -317,11 +322,24 @@ def train(
                 "columns": None if columns is None else parse_columns(columns),
             }
         )
-        df, path, _ = load_data(cfg)
-        m = make_model(runs[0].name, runs[0].params)
-        if "seed" in m.get_params() and "seed" not in runs[0].params:
-            m = make_model(runs[0].name, {**runs[0].params, "seed": seed})
-        fit_on_all(m, df, seed=seed).save(output, name=runs[0].name, lineage=data_lineage(dataset, path, df))
+        df, source, _ = load_data(cfg)
+        params = dict(runs[0].params)
+        accepted = make_model(runs[0].name, params).get_params()
+        if "seed" in accepted:
+            params.setdefault("seed", seed)
+        if "checkpoint" in accepted:
+            params.setdefault("checkpoint", str(output / "checkpoint.pt"))
+            params["resume"] = resume
+        elif resume:
+            raise VitrinaError(f"--resume: {runs[0].name} has no training checkpoints (sequential models do)")
+        init_from_env()  # joins torchrun's process group, if launched by torchrun
+        fitted = fit_on_all(make_model(runs[0].name, params), df, seed=seed)
+        if not DistContext.current().is_main:
+            return
+        fitted.save(output, name=runs[0].name, lineage=data_lineage(dataset, source, df))
+        if "checkpoint" in accepted:  # the model is saved: the training state is no longer needed
+            for path in (Path(params["checkpoint"]), Path(params["checkpoint"] + ".refit")):
+                path.unlink(missing_ok=True)
     except VitrinaError as exc:
         raise _fail(exc) from None
     err.print(f"saved {runs[0].name} to {output}", markup=False)

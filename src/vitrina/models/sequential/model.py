@@ -3,8 +3,10 @@ chosen by name; SASRec, BERT4Rec, gSASRec and eSASRec are registry entries of it
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -38,7 +40,11 @@ class SequentialTransformer(Recommender):
     batches are random users; ``pack`` lays several short sequences into one row (attention kept
     within each), which removes most padding without biasing batches towards one length.
     ``device="auto"`` picks CUDA when present. Under an initialised ``torch.distributed`` process
-    group ``fit`` trains data-parallel (see :mod:`vitrina.models.sequential.ddp`).
+    group ``fit`` trains data-parallel (see :mod:`vitrina.models.sequential.ddp`). With
+    ``checkpoint`` (a file path) the training state (weights, optimizer, random generators, best
+    epoch) is saved after every epoch; ``resume=True`` continues from that file when it exists, so a
+    killed run ends as the uninterrupted one would (it refuses a checkpoint of other data or
+    settings; ``epochs``, ``patience``, ``verbose`` and ``device`` may change).
     """
 
     supports_history = True
@@ -70,6 +76,8 @@ class SequentialTransformer(Recommender):
         seed: int = 0,
         device: str = "auto",
         verbose: bool = True,
+        checkpoint: str | None = None,
+        resume: bool = False,
     ) -> None:
         self.objective = objective
         self.layers = layers
@@ -95,6 +103,8 @@ class SequentialTransformer(Recommender):
         self.seed = seed
         self.device = device
         self.verbose = verbose
+        self.checkpoint = checkpoint
+        self.resume = resume
 
     # ----------------------------------------------------------------- parts
     def _check(self) -> None:
@@ -173,6 +183,8 @@ class SequentialTransformer(Recommender):
             self.negatives_per,
             self.pack,
             self.verbose,
+            checkpoint=None if self.checkpoint is None else Path(self.checkpoint),
+            resume=self.resume,
         )
         self.training_summary_ = self._train(data, val, opts, device, ctx)
         if not (self.refit and val is not None and validation is not None):
@@ -181,7 +193,8 @@ class SequentialTransformer(Recommender):
         # epochs on train + validation, so no event is lost to early stopping
         full = data.extended(validation)
         epochs = int(self.training_summary_["best_epoch"])  # type: ignore[call-overload]
-        again = self._train(full, None, replace(opts, epochs=epochs), device, ctx)
+        second = opts.checkpoint and opts.checkpoint.with_name(opts.checkpoint.name + ".refit")
+        again = self._train(full, None, replace(opts, epochs=epochs, checkpoint=second), device, ctx)
         self.training_summary_["refit"] = {
             "epochs_trained": again["epochs_trained"],
             "events": full.interactions.height,
@@ -206,9 +219,23 @@ class SequentialTransformer(Recommender):
         width = self.max_len + self.objective_.extra
         rows = pad_left([data.sequence(u) + 1 for u in range(data.n_users)], width)
         rows = rows[(rows > 0).sum(1) >= 1 + self.objective_.extra]  # at least one (input, target) pair
+        opts = replace(opts, fingerprint=self._fingerprint(rows, val))
         summary = train(parts, rows, val, opts, self.seed, device, ctx)
         self.network_.to("cpu").eval()
         return summary
+
+    def _fingerprint(self, rows: np.ndarray, val: ValidationSet | None) -> dict[str, object]:
+        """What a checkpoint must have been written for: the settings that shape training, and
+        digests of the training rows and validation targets."""
+        free = {"epochs", "patience", "verbose", "device", "checkpoint", "resume"}
+        digest = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
+        if val is not None:
+            digest.update(val.targets.tobytes())
+        return {
+            **{k: v for k, v in self.get_params().items() if k not in free},
+            "rows": list(rows.shape),
+            "data_sha256": digest.hexdigest(),
+        }
 
     # ----------------------------------------------------------------- scoring
     # score = last hidden state · tied item embedding, no bias or scale; the vectors serve ANN retrieval

@@ -5,16 +5,19 @@ happened."""
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import time
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vitrina.errors import ConfigError, ModelLoadError
 from vitrina.models.sequential.ddp import DistContext
 from vitrina.models.sequential.inference import last_hidden, target_ranks
 from vitrina.models.sequential.losses import FullSoftmax, Loss
@@ -37,6 +40,9 @@ class TrainOptions:
     negatives_per: NegativesPer
     pack: bool
     verbose: bool
+    checkpoint: Path | None = None  # written after every epoch (by rank 0)
+    resume: bool = False  # continue from ``checkpoint`` when it exists
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # must match to resume
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,74 @@ def validate(parts: Parts, val: ValidationSet, device: torch.device, ctx: DistCo
     return float(total[0]), float(total[1])
 
 
+@dataclass
+class _Progress:
+    """Everything an epoch changes: saved after each one so that a resumed run continues exactly."""
+
+    epoch: int
+    best: tuple[float, float, int, dict[str, torch.Tensor]]
+    train_s: list[float]
+    train_cpu: list[float]  # process CPU seconds: less sensitive than wall time to a busy machine
+    val_s: list[float]
+    history: list[dict[str, float]]
+    stopped: bool = False
+
+
+def _save_checkpoint(
+    path: Path,
+    state: _Progress,
+    enc: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    fingerprint: dict[str, Any],
+) -> None:
+    payload = {
+        "fingerprint": fingerprint,
+        "progress": vars(state),
+        "encoder": enc.state_dict(),
+        "optimizer": optim.state_dict(),
+        "rng": rng.bit_generator.state,
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint or this one, never half
+
+
+def _load_checkpoint(
+    path: Path,
+    enc: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    fingerprint: dict[str, Any],
+) -> _Progress:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # no code runs on load
+    except Exception as exc:  # torch raises several types for a damaged or foreign file
+        raise ModelLoadError(f"{path}: not a readable vitrina checkpoint ({exc})") from None
+    saved = payload.get("fingerprint", {})
+    differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    if differ:
+        raise ConfigError(
+            f"{path}: written for other data or settings ({', '.join(differ)} differ: "
+            f"{ {k: saved.get(k) for k in differ} } in the checkpoint, now "
+            f"{ {k: fingerprint.get(k) for k in differ} }); delete it or train without resume"
+        )
+    enc.load_state_dict(payload["encoder"])
+    optim.load_state_dict(payload["optimizer"])
+    rng.bit_generator.state = payload["rng"]
+    gen.set_state(payload["generator"])
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return _Progress(**payload["progress"])
+
+
 def train(
     parts: Parts,
     rows: np.ndarray,
@@ -178,11 +252,16 @@ def train(
     net = ctx.wrap(enc, device)
     optim = torch.optim.Adam(enc.parameters(), lr=opts.lr, betas=(0.9, 0.98), fused=True)
     lengths = (rows > 0).sum(1)
-    best = (-1.0, 0.0, 0, copy.deepcopy(enc.state_dict()))
-    train_s: list[float] = []
-    train_cpu: list[float] = []  # process CPU seconds: less sensitive than wall time to a busy machine
-    val_s: list[float] = []
-    history: list[dict[str, float]] = []
+    state = _Progress(0, (-1.0, 0.0, 0, copy.deepcopy(enc.state_dict())), [], [], [], [])
+    if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
+        state = _load_checkpoint(opts.checkpoint, enc, optim, rng, gen, opts.fingerprint)
+    best, train_s, train_cpu, val_s, history = (
+        state.best,
+        state.train_s,
+        state.train_cpu,
+        state.val_s,
+        state.history,
+    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -190,8 +269,10 @@ def train(
         TimeElapsedColumn(),
     )
     with Progress(*columns, disable=not (opts.verbose and ctx.is_main), transient=False) as bar:
-        task = bar.add_task("epoch", total=opts.epochs, info="")
-        for epoch in range(1, opts.epochs + 1):
+        task = bar.add_task("epoch", total=opts.epochs, completed=state.epoch, info="")
+        for epoch in range(state.epoch + 1, opts.epochs + 1):
+            if state.stopped:
+                break
             enc.train()
             t0, c0 = time.perf_counter(), time.process_time()
             loss_sum, n_batches = 0.0, 0
@@ -235,7 +316,11 @@ def train(
             bar.update(task, advance=1, description=f"epoch {epoch}/{opts.epochs}", info=info)
             if opts.verbose and ctx.is_main and not bar.console.is_interactive:  # logs, CI: no live bar
                 bar.console.log(f"epoch {epoch}/{opts.epochs} {info}")
-            if val is not None and epoch - best[2] >= opts.patience:
+            state.epoch, state.best = epoch, best
+            state.stopped = val is not None and epoch - best[2] >= opts.patience
+            if opts.checkpoint is not None and ctx.is_main:
+                _save_checkpoint(opts.checkpoint, state, enc, optim, rng, gen, opts.fingerprint)
+            if state.stopped:
                 break
     if val is not None:
         enc.load_state_dict(best[3])
