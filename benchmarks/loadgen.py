@@ -164,30 +164,38 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
 
 class Pool:
     """Keep-alive connections, opened on demand up to ``size``; beyond that requests wait (and the
-    wait counts in their latency)."""
+    wait counts in their latency). A connection idle for ``max_idle_s`` is closed instead of reused,
+    well before the server's keep-alive timeout (uvicorn: 5 s) could close it under a request."""
 
-    def __init__(self, host: str, port: int, size: int) -> None:
-        self.host, self.port = host, port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    def __init__(self, host: str, port: int, size: int, max_idle_s: float = 1.0) -> None:
+        self.host, self.port, self.max_idle_s = host, port, max_idle_s
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._free = asyncio.Semaphore(size)
         self.opened = 0
 
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if now - since < self.max_idle_s:
+                return reader, writer
+            writer.close()
+        self.opened += 1
+        return await asyncio.open_connection(self.host, self.port)
+
     async def request(self, raw: bytes) -> int:
         async with self._free:
-            conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = await asyncio.open_connection(self.host, self.port)
-                self.opened += 1
+            reader, writer = await self._connection()
             try:
-                status = await exchange(*conn, raw)
+                status = await exchange(reader, writer, raw)
             except BaseException:
-                conn[1].close()  # a timed-out or broken connection is never reused
+                writer.close()  # a timed-out or broken connection is never reused
                 raise
-            self._idle.append(conn)
+            self._idle.append((reader, writer, time.monotonic()))
             return status
 
     def close(self) -> None:
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
@@ -210,6 +218,7 @@ class StepResult:
     lag_p99_ms: float
     client_cpu_pct: float
     server_cpu_pct: float | None
+    server_cpu_ms_per_req: float | None
     loadavg_1m: float
     connections: int
     swaps: list[dict[str, Any]] = field(default_factory=list)
@@ -379,6 +388,7 @@ async def run_step(
         lag_p99_ms=float(np.percentile(lag, 99)) * 1e3 if len(lag) else 0.0,
         client_cpu_pct=100 * cpu / wall,
         server_cpu_pct=None if srv is None else 100 * srv / wall,
+        server_cpu_ms_per_req=None if srv is None else 1e3 * srv / max(1, len(schedule)),
         loadavg_1m=os.getloadavg()[0],
         connections=pool.opened,
         swaps=[{"seconds": round(t1 - t0, 3), "status": s} for t0, t1, s in swaps],
@@ -413,16 +423,16 @@ def start_server(model_dir: str, port: int, extra: list[str], token: str) -> sub
     raise SystemExit("server did not start within 300 s")
 
 
-def fmt(x: float | None) -> str:
+def fmt(x: float | None, digits: int = 1) -> str:
     if x is None:
         return "-"
-    return "inf" if math.isinf(x) else f"{x:.1f}"
+    return "inf" if math.isinf(x) else f"{x:.{digits}f}"
 
 
 def table(results: list[StepResult]) -> str:
     head = (
         "| offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors "
-        "| client CPU % | server CPU % | lag p99 ms | load 1m |"
+        "| client CPU % | server CPU % | server CPU ms/req | lag p99 ms | load 1m |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
@@ -432,7 +442,8 @@ def table(results: list[StepResult]) -> str:
         lines.append(
             f"| {r.rate:g} | {r.achieved_rps:.0f} | {fmt(r.p50_ms)} | {fmt(r.p90_ms)} | {fmt(r.p99_ms)} | "
             f"{fmt(r.p999_ms)} | {fmt(r.max_ms)} | {errs} | {r.client_cpu_pct:.0f} | "
-            f"{fmt(r.server_cpu_pct)} | {fmt(r.lag_p99_ms)} | {r.loadavg_1m:.1f} |"
+            f"{fmt(r.server_cpu_pct)} | {fmt(r.server_cpu_ms_per_req, 2)} | {fmt(r.lag_p99_ms)} | "
+            f"{r.loadavg_1m:.1f} |"
         )
     return "\n".join(lines)
 
@@ -462,6 +473,7 @@ def main() -> None:
     parser.add_argument(
         "--serve", metavar="MODEL_DIR", help="start `vitrina serve MODEL_DIR` on --port first"
     )
+    parser.add_argument("--server-pid", type=int, help="measure this server's CPU (with its children)")
     parser.add_argument("--serve-args", default="", help="extra `vitrina serve` flags, e.g. '--workers 2'")
     parser.add_argument(
         "--dataset", default="ml-100k", help="dataset the model was trained on (request bodies)"
@@ -501,7 +513,7 @@ def main() -> None:
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        results = asyncio.run(sweep(args, host, requests, proc.pid if proc else None))
+        results = asyncio.run(sweep(args, host, requests, proc.pid if proc else args.server_pid))
     finally:
         if proc is not None:
             proc.terminate()

@@ -110,8 +110,12 @@ class Timing:
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)
 
 
-def get_service(request: Request) -> Service:
-    """The loaded service, or 503 while it loads (or after loading failed)."""
+async def get_service(request: Request) -> Service:
+    """The loaded service, or 503 while it loads (or after loading failed).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+    hand-off per request that cost more CPU than ranking itself (py-spy, issue 16).
+    """
     state = request.app.state.vitrina
     service = state["service"]
     if service is None:
@@ -225,7 +229,7 @@ def create_app(
     @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(req: RecommendRequest, service: ServiceDep) -> RecommendResponse:
         """Top-k for a user and/or a history of trigger items, business rules applied first."""
-        return service.recommend(req)
+        return await service.recommend(req)
 
     @app.post("/similar", response_model=SimilarResponse, responses={404: {"description": "unknown item"}})
     async def similar(req: SimilarRequest, service: ServiceDep) -> SimilarResponse:
@@ -235,7 +239,7 @@ def create_app(
     @app.post("/slate", response_model=SlateResponse)
     async def slate(req: SlateRequest, service: ServiceDep) -> SlateResponse:
         """Several carousels from one model call, de-duplicated and ordered by value."""
-        return service.slate(req)
+        return await service.slate(req)
 
     @app.post("/events", response_model=EventsResponse)
     def events(req: EventsRequest, service: ServiceDep) -> EventsResponse:

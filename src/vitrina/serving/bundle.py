@@ -8,7 +8,7 @@ request that started on the old bundle finishes on it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -128,3 +128,15 @@ class ModelBundle:
         if history is None:
             return model.score_users(np.array([user], dtype=np.int64))[0]
         return model.score_histories([history])[0]
+
+    def scores_many(self, targets: Sequence[tuple[int, np.ndarray | None]]) -> np.ndarray:
+        """Scores (len(targets) x n_items, float32) for ``(user, history)`` pairs in at most two model
+        calls (one for histories, one for known users); exact scoring, no ANN index."""
+        out = np.empty((len(targets), self.n_items), dtype=np.float32)
+        hist = [i for i, (_, h) in enumerate(targets) if h is not None]
+        users = [i for i, (_, h) in enumerate(targets) if h is None]
+        if hist:
+            out[hist] = self.model.score_histories([targets[i][1] for i in hist])  # type: ignore[misc]
+        if users:
+            out[users] = self.model.score_users(np.array([targets[i][0] for i in users], dtype=np.int64))
+        return out

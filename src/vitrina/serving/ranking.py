@@ -73,28 +73,24 @@ def resolve_target(
 def score_candidates(
     bundle: ModelBundle,
     target: Target,
+    raw: np.ndarray,
     mask: np.ndarray,
     distance: np.ndarray | None,
     location: Location | None,
     ranking: Ranking,
     ev_model: ExpectedValueModel | None,
-    n_candidates: int,
 ) -> np.ndarray:
-    """One score per item, -inf outside the mask (popularity for the fallback, never re-ranked by EV)."""
-    if target.popular:
-        scores = bundle.popularity.copy()
-    else:
-        scores = bundle.scores(target.user, target.history, mask, n_candidates)
-        if ranking == "expected_value":
-            if ev_model is None:
-                raise BadRequest(
-                    "ranking 'expected_value' needs calibrators; start the service with --calibration FILE"
-                )
-            value = (
-                bundle.catalog.value if bundle.catalog is not None else np.ones(bundle.n_items, np.float32)
+    """Re-score the model's ``raw`` scores for ``target`` (modified in place and returned): expected
+    value, distance penalty, -inf outside the mask. The popularity fallback is never re-ranked by EV."""
+    scores = raw
+    if not target.popular and ranking == "expected_value":
+        if ev_model is None:
+            raise BadRequest(
+                "ranking 'expected_value' needs calibrators; start the service with --calibration FILE"
             )
-            finite = np.isfinite(scores)
-            scores[finite] = ev_model(scores[finite], value[finite])
+        value = bundle.catalog.value if bundle.catalog is not None else np.ones(bundle.n_items, np.float32)
+        finite = np.isfinite(scores)
+        scores[finite] = ev_model(scores[finite], value[finite])
     if location is not None and location.distance_penalty and distance is not None:
         scores -= np.float32(location.distance_penalty) * np.nan_to_num(distance, nan=0.0).astype(np.float32)
     scores[~mask | ~np.isfinite(scores)] = -np.inf

@@ -14,6 +14,7 @@ import numpy as np
 
 from vitrina.errors import ConfigError
 from vitrina.experiments.schema import EXPOSURE
+from vitrina.serving.batching import ScoreBatcher
 from vitrina.serving.bundle import ModelBundle
 from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.catalog import Catalog
@@ -113,6 +114,7 @@ class Service:
 
     def __post_init__(self) -> None:
         self.exposures = ExposureLog(self.store)
+        self.batcher = ScoreBatcher()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, assigner: Assigner | None = None) -> Service:
@@ -228,12 +230,14 @@ class Service:
             for pos, (i, v) in enumerate(zip(idx.tolist(), val.tolist(), strict=True))
         ]
 
-    def recommend(self, req: RecommendRequest) -> RecommendResponse:
+    async def recommend(self, req: RecommendRequest) -> RecommendResponse:
+        """Top-k for one request; its model call is batched with concurrent ones (:mod:`.batching`)."""
         request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(
             req.user_id, req.history, req.filters
         )
+        raw = await self.batcher.scores(bundle, target, mask, req.k)
         location = req.filters.location
-        scores = score_candidates(bundle, target, mask, distance, location, req.ranking, self.ev_model, req.k)
+        scores = score_candidates(bundle, target, raw, mask, distance, location, req.ranking, self.ev_model)
         exploration = req.exploration or self.settings.exploration
         if exploration.policy == "off":
             idx, val = top_k(scores, req.k)
@@ -281,7 +285,7 @@ class Service:
             n_eligible=int(mask.sum()),
         )
 
-    def slate(self, req: SlateRequest) -> SlateResponse:
+    async def slate(self, req: SlateRequest) -> SlateResponse:
         request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(
             req.user_id, req.history, req.filters
         )
@@ -299,9 +303,8 @@ class Service:
             masks.append(m)
         n_cand = req.k * len(req.carousels)
         location = req.filters.location
-        scores = score_candidates(
-            bundle, target, mask, distance, location, req.ranking, self.ev_model, n_cand
-        )
+        raw = await self.batcher.scores(bundle, target, mask, n_cand)
+        scores = score_candidates(bundle, target, raw, mask, distance, location, req.ranking, self.ev_model)
         filled = build_slate(
             scores, masks, req.k, allow_duplicates=req.allow_duplicates, rank_carousels=req.rank_carousels
         )
