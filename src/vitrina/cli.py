@@ -247,6 +247,10 @@ def benchmark(
     seed: Annotated[
         int | None, typer.Option(help="seed for every model that takes one", show_default=_DEFAULT["seed"])
     ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(help="log each run to MLflow here, e.g. sqlite:///mlflow.db (needs vitrina[tracking])"),
+    ] = None,
 ) -> None:
     """Fit models on a split and rank the full catalogue; print a table and write the results.
 
@@ -273,7 +277,16 @@ def benchmark(
             min_item=min_item,
             seed=seed,
         )
-        run_benchmark(cfg, console=err)
+        if mlflow_uri is not None:
+            from vitrina.evaluation.tracking import _mlflow
+
+            _mlflow(mlflow_uri, "vitrina-benchmark")  # a missing MLflow fails before the long run
+        results = run_benchmark(cfg, console=err)
+        if mlflow_uri is not None:
+            from vitrina.evaluation.tracking import log_benchmark
+
+            ids = log_benchmark(results, mlflow_uri, cfg.output)
+            err.print(f"logged {len(ids)} run(s) to MLflow at {mlflow_uri}")
     except VitrinaError as exc:
         raise _fail(exc) from None
 
@@ -391,6 +404,113 @@ def recommend(
     except VitrinaError as exc:
         raise _fail(exc) from None
     err.print(f"{n} users: top-{k} written to {output}", markup=False)
+
+
+# --- vitrina tune (issue 15) ----------------------------------------------------------------
+@app.command()
+def tune(
+    dataset: Annotated[str, typer.Option(help="dataset name or file path")],
+    model: Annotated[
+        str, typer.Option(help="model to tune; params given here stay fixed, e.g. esasrec:epochs=30")
+    ],
+    trials: Annotated[int, typer.Option(min=1, help="number of trials")] = 20,
+    timeout: Annotated[
+        float | None, typer.Option(help="stop starting trials after this many seconds")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option(help="folder for study.json, best.toml, report.md, history.png")
+    ] = Path("tune"),
+    split: Annotated[str, typer.Option(help="loo or temporal (temporal needs --last-days)")] = "loo",
+    last_days: Annotated[float | None, typer.Option(help="temporal: test on the last N days")] = None,
+    validation_days: Annotated[float | None, typer.Option(help="temporal: validation days")] = None,
+    validation_users: Annotated[
+        str, typer.Option(help="loo: score trials on N random users' second-to-last event, or 'all'")
+    ] = str(DEFAULTS["validation_users"]),
+    k: Annotated[int, typer.Option(min=1, help="list length of the validation NDCG (baselines)")] = 10,
+    format: Annotated[str | None, typer.Option(help="for a file", show_default="from extension")] = None,
+    columns: Annotated[str | None, typer.Option(help="e.g. user=visitor,item=sku,timestamp=ts")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sampler, the split sample and the models")] = 0,
+    mlflow_uri: Annotated[
+        str | None, typer.Option(help="log every trial to MLflow, e.g. sqlite:///mlflow.db")
+    ] = None,
+) -> None:
+    """Search a model's hyper-parameters with Optuna (TPE; bad epoch-trained trials pruned by
+    their validation score). Trials are scored on validation only; the test part is never read.
+    Then: `vitrina benchmark --config OUTPUT/best.toml --dataset ...` for the test score."""
+    from rich.table import Table
+
+    from vitrina.evaluation.benchmark import load_data, make_split
+    from vitrina.evaluation.config import make_config, parse_columns, parse_models
+    from vitrina.evaluation.tuning import tune_on_split
+    from vitrina.models.registry import make_model
+
+    try:
+        runs = parse_models(model)
+        if len(runs) != 1:
+            raise VitrinaError(f"--model: give exactly one model, got {len(runs)}")
+        cfg = make_config(
+            {
+                "dataset": dataset,
+                "format": format,
+                "columns": None if columns is None else parse_columns(columns),
+                "split": split,
+                "last_days": last_days,
+                "validation_days": validation_days,
+                "validation_users": validation_users,
+                "models": [runs[0].model_dump()],
+                "k": k,
+                "seed": seed,
+            },
+            source="command line",
+        )
+        built = make_model(runs[0].name, runs[0].params).get_params()
+        fixed = {key: built[key] for key in runs[0].params}  # typed, as the model received them
+        logger = None
+        if mlflow_uri is not None:
+            from vitrina.evaluation.tracking import tune_logger
+
+            logger = tune_logger(mlflow_uri, runs[0].name)
+        with err.status(f"loading {dataset}"):
+            df, _, _ = load_data(cfg)
+            data_split = make_split(cfg, df)
+
+        def progress(rec: dict[str, Any]) -> None:
+            value = "" if rec["value"] is None else f" val_ndcg={rec['value']:.4f}"
+            err.print(f"trial {rec['number']}: {rec['state']}{value} {rec['params']}", markup=False)
+            if logger is not None:
+                logger(rec)
+
+        result = tune_on_split(
+            runs[0].name,
+            data_split,
+            n_trials=trials,
+            fixed=fixed,
+            k=k,
+            seed=seed,
+            timeout=timeout,
+            output=output,
+            on_trial=progress,
+        )
+        if mlflow_uri is not None:
+            from vitrina.evaluation.tracking import log_study_files
+
+            log_study_files(mlflow_uri, runs[0].name, result.files, result.best_params, result.best_value)
+    except VitrinaError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{runs[0].name}: best {result.metric} = {result.best_value:.4f} (validation)")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    for key, value in result.best_params.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    err.print(table)
+    pruned = sum(t["state"] == "pruned" for t in result.trials)
+    err.print(
+        f"{len(result.trials)} trials ({pruned} pruned); "
+        f"wrote {output}/study.json, best.toml, report.md, history.png"
+    )
+
+
+# --- end vitrina tune ---------------------------------------------------------------------------
 
 
 # --- vitrina catalog (issue 15) -------------------------------------------------------------

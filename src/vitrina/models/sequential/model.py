@@ -4,7 +4,7 @@ chosen by name; SASRec, BERT4Rec, gSASRec and eSASRec are registry entries of it
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import get_args
@@ -49,6 +49,9 @@ class SequentialTransformer(Recommender):
 
     supports_history = True
     uses_validation = True
+    #: called after every epoch with its record (``loss``, ``val_ndcg_at_10``, ...); not a
+    #: hyper-parameter (never saved). ``vitrina tune`` uses it to prune bad trials early.
+    epoch_callback: Callable[[dict[str, float]], None] | None = None
 
     def __init__(
         self,
@@ -185,6 +188,7 @@ class SequentialTransformer(Recommender):
             self.verbose,
             checkpoint=None if self.checkpoint is None else Path(self.checkpoint),
             resume=self.resume,
+            on_epoch=self.epoch_callback,
         )
         self.training_summary_ = self._train(data, val, opts, device, ctx)
         if not (self.refit and val is not None and validation is not None):

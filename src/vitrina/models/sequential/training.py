@@ -8,6 +8,7 @@ import copy
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,9 @@ class TrainOptions:
     checkpoint: Path | None = None  # written after every epoch (by rank 0)
     resume: bool = False  # continue from ``checkpoint`` when it exists
     fingerprint: dict[str, Any] = field(default_factory=dict)  # must match to resume
+    # called with each epoch's record (loss, validation scores) on the main process; it may raise
+    # to stop training, e.g. a hyper-parameter search pruning a bad trial
+    on_epoch: Callable[[dict[str, float]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -310,6 +314,8 @@ def train(
                 if recall > best[0]:
                     best = (recall, ndcg, epoch, copy.deepcopy(enc.state_dict()))
             history.append(record)
+            if opts.on_epoch is not None and ctx.is_main:
+                opts.on_epoch(record)
             info = f"loss {mean_loss:.4f}" + (
                 f"  val R@10 {record['val_recall_at_10']:.4f} (best {best[0]:.4f} @ {best[2]})" if val else ""
             )
