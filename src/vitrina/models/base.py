@@ -12,7 +12,7 @@ import hashlib
 import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+import torch
 
 from vitrina import __version__
 from vitrina.data.columns import ITEM, USER
@@ -27,7 +28,7 @@ from vitrina.data.dataset import Dataset
 from vitrina.data.idmap import IdMap
 from vitrina.errors import ConfigError, DataValidationError, ModelLoadError, NotFittedError
 from vitrina.models._common import history_matrix
-from vitrina.models._topk import mask_rows, topk
+from vitrina.models._topk import GROUP, filter_scores, topk_tensor
 
 SCHEMA_VERSION = 1
 _MAX_BLOCK = 1 << 24  # floats per score block (64 MB): bounds memory for large catalogues
@@ -113,6 +114,20 @@ class Recommender(ABC):
     def _block_rows(self) -> int:
         return max(1, _MAX_BLOCK // max(1, len(self.items_)))
 
+    def _item_matrix(self) -> np.ndarray | None:
+        """Item vectors (n_items x d, float32) for models whose score is ``query · item``; with
+        ``_user_queries`` and ``_history_queries`` it lets ranking run as one matmul per block
+        into a reused buffer. ``None`` (the default): ranking calls ``_score_users``."""
+        return None
+
+    def _user_queries(self, user_idx: np.ndarray) -> np.ndarray:
+        """Query vectors (len(user_idx) x d) of known users, for models with ``_item_matrix``."""
+        raise NotImplementedError
+
+    def _history_queries(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Query vectors (len(histories) x d) of item-index histories, for models with ``_item_matrix``."""
+        raise NotImplementedError
+
     def recommend_indices(
         self,
         user_idx: np.ndarray,
@@ -128,23 +143,14 @@ class Recommender(ABC):
         """
         self._check_fitted()
         user_idx = np.asarray(user_idx, dtype=np.int64)
-        out_idx = np.empty((len(user_idx), k), dtype=np.int64)
-        out_val = np.empty((len(user_idx), k), dtype=np.float32)
-        step = self._block_rows()
-        for start in range(0, len(user_idx), step):
-            batch = user_idx[start : start + step]
-            scores = np.array(self._score_users(batch), dtype=np.float32, copy=True)
-            self._apply_filters(scores, self.seen_[batch] if exclude_seen else None, allowed)
-            out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
-        return out_idx, out_val
-
-    @staticmethod
-    def _apply_filters(scores: np.ndarray, seen: sp.csr_matrix | None, allowed: np.ndarray | None) -> None:
-        scores[~np.isfinite(scores)] = -np.inf
-        if seen is not None:
-            mask_rows(scores, seen)
-        if allowed is not None:
-            scores[:, ~allowed] = -np.inf
+        return self._rank(
+            len(user_idx),
+            k,
+            lambda a, b: self._user_queries(user_idx[a:b]),
+            lambda a, b: self._score_users(user_idx[a:b]),
+            (lambda a, b: self.seen_[user_idx[a:b]]) if exclude_seen else None,
+            allowed,
+        )
 
     def recommend_histories_indices(
         self,
@@ -157,15 +163,54 @@ class Recommender(ABC):
         """Top-k for chronological item-index histories (unknown items already removed), batched."""
         self._check_fitted()
         n_items = len(self.items_)
-        out_idx = np.empty((len(histories), k), dtype=np.int64)
-        out_val = np.empty((len(histories), k), dtype=np.float32)
+        return self._rank(
+            len(histories),
+            k,
+            lambda a, b: self._history_queries(list(histories[a:b])),
+            lambda a, b: self._score_histories(list(histories[a:b])),
+            (lambda a, b: history_matrix(list(histories[a:b]), n_items)) if exclude_seen else None,
+            allowed,
+        )
+
+    def _rank(
+        self,
+        n: int,
+        k: int,
+        queries: Callable[[int, int], np.ndarray],
+        scores: Callable[[int, int], np.ndarray],
+        seen: Callable[[int, int], sp.csr_matrix] | None,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[a, b)`` scored block by block (a matmul into one reused buffer where the model
+        has item vectors), filtered in place, cut to the top ``k``."""
+        out_idx = np.empty((n, k), dtype=np.int64)
+        out_val = np.empty((n, k), dtype=np.float32)
+        items = self._item_matrix()
         step = self._block_rows()
-        for start in range(0, len(histories), step):
-            batch = list(histories[start : start + step])
-            scores = np.array(self._score_histories(batch), dtype=np.float32, copy=True)
-            seen = history_matrix(batch, n_items) if exclude_seen else None
-            self._apply_filters(scores, seen, allowed)
-            out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
+        allowed_t = None if allowed is None else torch.from_numpy(np.asarray(allowed, dtype=bool))
+        if items is not None:
+            n_items = items.shape[0]
+            # zero rows up to whole groups of the top-k: the buffer's groups stay contiguous
+            padded = -(-n_items // GROUP) * GROUP
+            items_t = torch.zeros((padded, items.shape[1]), dtype=torch.float32)
+            items_t[:n_items] = torch.from_numpy(np.asarray(items, dtype=np.float32))
+            if allowed_t is not None:
+                allowed_t = torch.cat([allowed_t, torch.zeros(padded - n_items, dtype=torch.bool)])
+            items_bound = _max_norm(items)
+            buffer = torch.empty((min(step, n), padded), dtype=torch.float32)
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            if items is not None:
+                q = np.ascontiguousarray(queries(a, b), dtype=np.float32)
+                block = torch.mm(torch.from_numpy(q), items_t.T, out=buffer[: b - a])
+                block[:, n_items:] = float("-inf")
+                # Cauchy-Schwarz: finite factors whose norms multiply below float32's range give finite scores
+                finite = bool(items_bound * _max_norm(q) < 1e37)
+            else:
+                raw = np.require(scores(a, b), np.float32, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])
+                block, finite = torch.from_numpy(raw), False
+            filter_scores(block, seen(a, b) if seen is not None else None, allowed_t, finite=finite)
+            out_idx[a:b], out_val[a:b] = topk_tensor(block, k)
         return out_idx, out_val
 
     def item_mask(
@@ -441,3 +486,11 @@ def load_model(path: str | Path) -> Recommender:
     if isinstance(config.get("training_summary"), dict):
         model.training_summary_ = config["training_summary"]  # type: ignore[attr-defined]
     return model
+
+
+def _max_norm(vectors: np.ndarray) -> float:
+    """Largest row norm, ``inf`` if any value is not finite."""
+    if vectors.size == 0:
+        return 0.0
+    norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).max()))
+    return norm if np.isfinite(norm) else float("inf")

@@ -38,6 +38,15 @@ class _ImplicitMF(Recommender):
     def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         return self._history_factors(histories) @ self.item_factors_.T
 
+    def _item_matrix(self) -> np.ndarray:
+        return self.item_factors_
+
+    def _user_queries(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.user_factors_[user_idx]
+
+    def _history_queries(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return self._history_factors(histories)
+
     def item_vectors(self) -> np.ndarray:
         """Item factors (n_items x d, float32)."""
         self._check_fitted()

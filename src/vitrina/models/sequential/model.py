@@ -255,6 +255,16 @@ class SequentialTransformer(Recommender):
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
         return self._score_histories([self.user_history(int(u)) for u in user_idx])
 
+    def _item_matrix(self) -> np.ndarray:
+        with torch.inference_mode():
+            return self.network_.item_weights().numpy()
+
+    def _user_queries(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._hidden([self.user_history(int(u)) for u in user_idx]).numpy()
+
+    def _history_queries(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return self._hidden(histories).numpy()
+
     def item_vectors(self) -> np.ndarray:
         """Output item embeddings (n_items x n_factors, float32) in catalogue order, without the
         padding and [MASK] rows."""
