@@ -332,12 +332,13 @@ class Recommender(ABC):
         out_idx = np.empty((len(internal), k), dtype=np.int64)
         out_val = np.empty((len(internal), k), dtype=np.float32)
         step = self._block_rows()
+        allowed_t = None if allowed is None else torch.from_numpy(allowed)
         for start in range(0, len(internal), step):
             batch = internal[start : start + step]
-            scores = np.array(self.similar_item_scores(batch), dtype=np.float32, copy=True)
-            scores[np.arange(len(batch)), batch] = -np.inf
-            self._apply_filters(scores, None, allowed)
-            out_idx[start : start + step], out_val[start : start + step] = topk(scores, k)
+            scores = torch.from_numpy(np.array(self.similar_item_scores(batch), dtype=np.float32, copy=True))
+            filter_scores(scores, None, allowed_t)
+            scores[torch.arange(len(batch)), torch.from_numpy(batch)] = float("-inf")
+            out_idx[start : start + step], out_val[start : start + step] = topk_tensor(scores, k)
         return self._to_frame(query.alias(USER), out_idx, out_val).rename(
             {USER: ITEM, ITEM: "similar_item_id"}
         )
