@@ -52,6 +52,14 @@ def serve(
         ),
     ] = "off",
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    torch_threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch intra-op threads; 1 is cheapest per request (concurrent requests are batched "
+            "into one model call instead)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
@@ -85,6 +93,9 @@ def serve(
         exploration=policy,
     )
     logging.basicConfig(level=log_level.upper())
+    import torch
+
+    torch.set_num_threads(torch_threads)
     app = create_app(settings, background_load=load_in_background)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     typer.echo(f"vitrina: serving {model_dir} at {url} (API docs: {url}/docs); Ctrl-C stops", err=True)
