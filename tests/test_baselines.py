@@ -116,8 +116,19 @@ def test_ease_refuses_huge_catalogue() -> None:
     big = pl.DataFrame(
         {"user_id": np.arange(n) % 7, "item_id": np.arange(n), "timestamp": np.zeros(n, dtype=np.int64)}
     )
-    with pytest.raises(ConfigError, match=r"40001 items.*GB.*at most 40000"):
+    with pytest.raises(ConfigError, match=r"40,001 items.*19\.2 GB.*max_items=40,000.*force"):
         EASE().fit(big)
+
+
+def test_ease_catalogue_limit_is_configurable_and_can_be_forced() -> None:
+    """Issue 11: the limit is a parameter; force=True tries regardless (here a tiny catalogue)."""
+    small = pl.DataFrame({"user_id": [0, 0, 1, 1, 2], "item_id": [0, 1, 1, 2, 0], "timestamp": [0] * 5})
+    with pytest.raises(ConfigError, match=r"3 items.*max_items=2"):
+        EASE(max_items=2).fit(small)
+    assert EASE(max_items=2, force=True).fit(small).weights_.shape == (3, 3)
+    assert make_model("ease", {"max_items": "3"}).fit(small).weights_.shape == (3, 3)
+    with pytest.raises(ConfigError, match="max_items must be an integer >= 1"):
+        EASE(max_items=0).fit(small)
 
 
 # items a, b, c; a is seen by 4 users, b by 3, c by 2; dot(a,b)=3, dot(a,c)=2, dot(b,c)=1

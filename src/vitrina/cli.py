@@ -251,6 +251,10 @@ def benchmark(
         str | None,
         typer.Option(help="log each run to MLflow here, e.g. sqlite:///mlflow.db (needs vitrina[tracking])"),
     ] = None,
+    eval_users: Annotated[
+        int | None,
+        typer.Option(help="evaluate N random test users (seeded), with 95% intervals", show_default="all"),
+    ] = None,
 ) -> None:
     """Fit models on a split and rank the full catalogue; print a table and write the results.
 
@@ -276,6 +280,7 @@ def benchmark(
             min_user=min_user,
             min_item=min_item,
             seed=seed,
+            eval_users=eval_users,
         )
         if mlflow_uri is not None:
             from vitrina.evaluation.tracking import _mlflow

@@ -71,17 +71,21 @@ def score_on_split(
     k: int,
     item_vectors: sp.csr_matrix | np.ndarray | None = None,
     expected: pl.DataFrame | None = None,
+    population: int | None = None,
 ) -> tuple[Evaluation, int]:
     """A fitted model's metrics on ``split.test`` and the number of test events with cold items.
     ``expected`` (the popular baseline's lists, see :func:`popular_expectation`) is computed when
-    not given."""
+    not given. ``population``: the test users are a random sample of that many (confidence
+    intervals, see :func:`~vitrina.evaluation.evaluate.evaluate`)."""
     history_df = history_of(split)
     if expected is None:
         expected = popular_expectation(history_df, split.test, k)
     history = history_dataset(model, history_df)
     truth = build_truth(history, split.test)
     internal = _to_internal(expected, model, truth.users)
-    result = evaluate(model, history, truth, k=k, item_vectors=item_vectors, expected=internal)
+    result = evaluate(
+        model, history, truth, k=k, item_vectors=item_vectors, expected=internal, population=population
+    )
     return result, truth.n_cold_events
 
 

@@ -16,10 +16,11 @@ import platform
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from rich import box
 from rich.console import Console
@@ -159,6 +160,9 @@ def run_benchmark(
             f"({df.height} event(s), {df[USER].n_unique()} user(s)); "
             "evaluation needs users with at least two events"
         )
+    population = None
+    if config.eval_users is not None:
+        split, population = sample_test_users(split, evaluable, config.eval_users, config.seed)
     console.log(
         f"{escape(config.dataset)}: {df.height:,} events, {df[USER].n_unique():,} users, "
         f"{df[ITEM].n_unique():,} items; "
@@ -174,12 +178,15 @@ def run_benchmark(
         "validation_users": config.validation_users,
         "columns": list(config.metrics),
         "data": {"events": df.height, **split.summary()},
+        "eval_users": None
+        if population is None
+        else {"sampled": split.test[USER].n_unique(), "of": population, "seed": config.seed},
         "vitrina_version": __version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     for item in planned:
         try:
-            record = _run_one(item, config, split, path, fmt, expected, console)
+            record = _run_one(item, config, split, path, fmt, expected, console, population)
         except BaseException as exc:
             results["failed"] = {"model": item.name, "error": f"{type(exc).__name__}: {exc}"}
             if results["runs"] and config.output is not None:
@@ -205,6 +212,7 @@ def _run_one(
     fmt: str,
     expected: pl.DataFrame,
     console: Console,
+    population: int | None = None,
 ) -> dict[str, Any]:
     model, k = item.model, config.k
     console.log(f"[bold]{escape(item.name)}[/bold]: fitting {escape(repr(model))}")
@@ -214,7 +222,9 @@ def _run_one(
     fit_seconds = time.perf_counter() - start
     with _step(console, f"ranking the catalogue for {split.test[USER].n_unique():,} test users"):
         vectors = item_features_for(path, fmt, model.items_)
-        result, n_cold = score_on_split(model, split, k=k, item_vectors=vectors, expected=expected)
+        result, n_cold = score_on_split(
+            model, split, k=k, item_vectors=vectors, expected=expected, population=population
+        )
     record: dict[str, Any] = {
         "model": item.name,
         "params": _jsonable(model.get_params()),
@@ -223,6 +233,8 @@ def _run_one(
         "recommend_seconds": round(result.recommend_seconds, 3),
         "test_events_cold_items": n_cold,
     }
+    if result.ci95:
+        record["ci95"] = {name: list(bounds) for name, bounds in result.ci95.items()}
     summary = dict(getattr(model, "training_summary_", {}))
     record.update(summary)
     shown = " ".join(
@@ -235,6 +247,16 @@ def _run_one(
             f"one ({summary['best_epoch']}); raise epochs to let early stopping decide"
         )
     return record
+
+
+def sample_test_users(split: Split, evaluable: pl.DataFrame, n: int, seed: int) -> tuple[Split, int]:
+    """``split`` with its test part cut to ``n`` users drawn at random (``seed``) from the
+    ``evaluable`` test events' users, and how many users there were to draw from."""
+    users = evaluable[USER].unique().sort()
+    if n >= len(users):
+        return split, len(users)
+    chosen = users.gather(np.sort(np.random.default_rng(seed).choice(len(users), n, replace=False)))
+    return replace(split, test=split.test.filter(pl.col(USER).is_in(chosen.implode()))), len(users)
 
 
 def not_converged(summary: Mapping[str, Any]) -> bool:

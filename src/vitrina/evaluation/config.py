@@ -64,6 +64,12 @@ class BenchmarkConfig(BaseModel):
     )
     seed: int = _field(DEFAULTS["seed"], "seed of the split sample and of every model that takes one")
     output: Path | None = _field(None, "folder for results.json, results.md, pareto.png")
+    eval_users: int | None = _field(
+        None,
+        "evaluate a random sample of N test users (seeded by seed), each metric with a 95% confidence "
+        "interval; all test users if not set",
+        ge=1,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BenchmarkConfig:

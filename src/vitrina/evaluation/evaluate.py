@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -11,7 +12,7 @@ import scipy.sparse as sp
 
 from vitrina.data.columns import ITEM, USER
 from vitrina.data.dataset import Dataset
-from vitrina.metrics import compute_metrics
+from vitrina.metrics import compute_metrics, per_user_metrics
 from vitrina.models.base import Recommender
 
 
@@ -58,6 +59,28 @@ class Evaluation:
     metrics: dict[str, float]
     recommend_seconds: float
     topk: np.ndarray
+    #: 95% confidence interval per metric when the users are a sample (``population`` given)
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def confidence_interval(values: np.ndarray, population: int, z: float = 1.959964) -> tuple[float, float]:
+    """Normal-approximation interval for the mean over ``population`` users of a metric measured
+    on a simple random sample of them (``values``, NaN = undefined for that user, skipped), with
+    the finite-population correction: a sample that is the whole population has zero width.
+
+    >>> confidence_interval(np.array([0.0, 1.0, 1.0, 0.0]), population=4)
+    (0.5, 0.5)
+    """
+    kept = values[~np.isnan(values)]
+    n = kept.size
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = float(kept.mean())
+    if n < 2:
+        return float("nan"), float("nan")
+    fpc = max(0.0, (population - n) / max(population - 1, 1))
+    half = z * float(kept.std(ddof=1)) / np.sqrt(n) * np.sqrt(fpc)
+    return mean - half, mean + half
 
 
 def evaluate(
@@ -68,26 +91,31 @@ def evaluate(
     k: int,
     item_vectors: sp.csr_matrix | np.ndarray | None = None,
     expected: np.ndarray | None = None,
+    population: int | None = None,
 ) -> Evaluation:
     """Rank the whole catalogue for every evaluated user and compute all metrics at ``k``.
 
     ``history`` holds everything before the test events (train + validation), indexed with the
-    model's id maps; its item popularity feeds novelty and popularity bias.
+    model's id maps; its item popularity feeds novelty and popularity bias. ``population``: the
+    users of ``truth`` are a random sample of that many; each per-user metric then gets a 95%
+    confidence interval (coverage, a catalogue-level metric, gets none).
     """
     start = time.perf_counter()
     topk = recommend_for_eval(model, history, truth.users, k)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(
-        topk,
-        truth.matrix,
-        k=k,
-        item_popularity=np.append(history.item_popularity, 0),
-        n_train_users=history.n_users,
-        item_vectors=_pad_rows(item_vectors) if item_vectors is not None else None,
-        expected=expected,
-        n_items=history.n_items,
-    )
-    return Evaluation(metrics, seconds, topk)
+    inputs: dict[str, Any] = {
+        "k": k,
+        "item_popularity": np.append(history.item_popularity, 0),
+        "n_train_users": history.n_users,
+        "item_vectors": _pad_rows(item_vectors) if item_vectors is not None else None,
+        "expected": expected,
+    }
+    metrics = compute_metrics(topk, truth.matrix, n_items=history.n_items, **inputs)
+    ci95 = {}
+    if population is not None:
+        per_user = per_user_metrics(topk, truth.matrix, **inputs)
+        ci95 = {name: confidence_interval(v, population) for name, v in per_user.items()}
+    return Evaluation(metrics, seconds, topk, ci95)
 
 
 def _pad_rows(vectors: sp.csr_matrix | np.ndarray) -> sp.csr_matrix | np.ndarray:
@@ -103,4 +131,4 @@ def history_dataset(model: Recommender, interactions: pl.DataFrame) -> Dataset:
     return ds.subset(interactions)
 
 
-__all__ = ["Evaluation", "Truth", "build_truth", "evaluate", "history_dataset"]
+__all__ = ["Evaluation", "Truth", "build_truth", "confidence_interval", "evaluate", "history_dataset"]

@@ -27,6 +27,24 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
             + " | ".join(cells)
             + f" | {r['fit_seconds']:.1f} | {r['recommend_seconds']:.2f} |"
         )
+    sample = results.get("eval_users")
+    if sample:
+        lines += [
+            "",
+            f"Evaluated on {sample['sampled']:,} of {sample['of']:,} test users drawn at random "
+            f"(seed {sample['seed']}); 95% confidence intervals:",
+            "",
+            "| model | " + " | ".join(n for n in names if n != f"coverage@{k}") + " |",
+            "|---|" + "---:|" * len([n for n in names if n != f"coverage@{k}"]),
+        ]
+        for r in results["runs"]:
+            ci = r.get("ci95", {})
+            cells = [
+                f"{ci[n][0]:.4f}–{ci[n][1]:.4f}" if n in ci and ci[n][0] is not None else ""
+                for n in names
+                if n != f"coverage@{k}"
+            ]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     lines += ["", "Parameters:", ""]
     lines += [f"- `{r['model']}`: `{r['params']}`" for r in results["runs"]]
     if "failed" in results:

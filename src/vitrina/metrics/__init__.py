@@ -10,7 +10,7 @@ Stability: the names in ``__all__``, their signatures and the ``compute_metrics`
 """
 
 from vitrina.metrics._average_precision import average_precision
-from vitrina.metrics._compute import compute_metrics
+from vitrina.metrics._compute import compute_metrics, per_user_metrics
 from vitrina.metrics._coverage import coverage
 from vitrina.metrics._diversity import intra_list_diversity
 from vitrina.metrics._hit_rate import hit_rate
@@ -31,6 +31,7 @@ __all__ = [
     "mrr",
     "ndcg",
     "novelty",
+    "per_user_metrics",
     "precision",
     "recall",
     "serendipity",

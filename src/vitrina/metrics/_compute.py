@@ -65,6 +65,51 @@ def compute_metrics(
     >>> metrics["hr@2"], metrics["recall@2"], metrics["map@2"], metrics["coverage@2"]
     (0.5, 0.25, 0.125, 0.8)
     """
+    values, coverage, n_evaluated = _per_user(
+        topk, truth, k, item_popularity, n_train_users, item_vectors, expected, n_items
+    )
+    names = list(values)  # the accuracy metrics first, then coverage, then the others
+    out = {name: _mean(values[name]) for name in names[: len(_ACCURACY)]}
+    out[f"coverage@{k}"] = coverage
+    out.update({name: _mean(values[name]) for name in names[len(_ACCURACY) :]})
+    out["n_users_evaluated"] = n_evaluated
+    return out
+
+
+def per_user_metrics(
+    topk: np.ndarray,
+    truth: sp.spmatrix | sp.sparray,
+    *,
+    k: int,
+    item_popularity: np.ndarray | None = None,
+    n_train_users: int | None = None,
+    item_vectors: np.ndarray | sp.spmatrix | sp.sparray | None = None,
+    expected: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-user values behind :func:`compute_metrics` (all but coverage, a catalogue-level
+    metric), one entry per evaluated user (a user with a relevant item), NaN where undefined;
+    their NaN-skipping means are :func:`compute_metrics`'s values. For confidence intervals.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> topk = np.array([[2, 0, 1], [4, 3, -1], [0, 1, 2]])
+    >>> truth = sp.csr_matrix(np.array([[1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]]))
+    >>> per_user_metrics(topk, truth, k=2)["hr@2"]
+    array([1., 0.])
+    """
+    return _per_user(topk, truth, k, item_popularity, n_train_users, item_vectors, expected, None)[0]
+
+
+def _per_user(
+    topk: np.ndarray,
+    truth: sp.spmatrix | sp.sparray,
+    k: int,
+    item_popularity: np.ndarray | None,
+    n_train_users: int | None,
+    item_vectors: np.ndarray | sp.spmatrix | sp.sparray | None,
+    expected: np.ndarray | None,
+    n_items: int | None,
+) -> tuple[dict[str, np.ndarray], float, int]:
+    """Per-user values of evaluated users (accuracy metrics first), coverage, and their number."""
     if (item_popularity is None) != (n_train_users is None):
         raise ConfigError(
             "item_popularity and n_train_users: pass both (novelty and ARP need them) or neither; got "
@@ -78,19 +123,18 @@ def compute_metrics(
     hits = hit_matrix(cut, rel)[evaluated]
     n_rel = n_rel[evaluated]
     lists = cut[evaluated]
-    out: dict[str, float] = {f"{name}@{k}": _mean(fn(hits, n_rel)) for name, fn in _ACCURACY.items()}
-    out[f"coverage@{k}"] = coverage_of(lists, n_columns if n_items is None else n_items)
+    out = {f"{name}@{k}": np.asarray(fn(hits, n_rel), dtype=np.float64) for name, fn in _ACCURACY.items()}
+    coverage = coverage_of(lists, n_columns if n_items is None else n_items)
     if item_popularity is not None and n_train_users is not None:
         pop = check_popularity(item_popularity, n_train_users)
         check_items(cut, pop.size, "item_popularity")
-        out[f"novelty@{k}"] = _mean(novelty_of(lists, pop, n_train_users))
-        out[f"arp@{k}"] = _mean(slot_mean(pop, lists))
+        out[f"novelty@{k}"] = novelty_of(lists, pop, n_train_users)
+        out[f"arp@{k}"] = slot_mean(pop, lists)
     if item_vectors is not None:
         unit = normalized_rows(item_vectors)
         check_items(cut, unit.shape[0], "item_vectors")
-        out[f"ild@{k}"] = _mean(intra_list_diversity_of(lists, unit))
+        out[f"ild@{k}"] = intra_list_diversity_of(lists, unit)
     if expected is not None:
         obvious = check_expected(expected, cut.shape[0], n_columns)[evaluated]
-        out[f"serendipity@{k}"] = _mean(serendipity_from_hits(hits, n_rel, lists, obvious, n_columns))
-    out["n_users_evaluated"] = int(evaluated.sum())
-    return out
+        out[f"serendipity@{k}"] = serendipity_from_hits(hits, n_rel, lists, obvious, n_columns)
+    return out, coverage, int(evaluated.sum())

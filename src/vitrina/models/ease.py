@@ -9,10 +9,10 @@ import scipy.linalg
 
 from vitrina.data.dataset import Dataset
 from vitrina.errors import ConfigError
-from vitrina.models._common import check_float, history_matrix
+from vitrina.models._common import check_float, check_int, history_matrix
 from vitrina.models.base import Recommender
 
-#: largest catalogue EASE will invert densely (40k items need ~19 GB, see ``EASE``)
+#: default largest catalogue EASE will invert densely (40k items need ~19 GB, see ``EASE``)
 MAX_ITEMS = 40_000
 _BYTES_PER_CELL = 8 + 4  # float64 inverse + float32 weights
 
@@ -25,23 +25,28 @@ class EASE(Recommender):
     place) to keep the ratios to the inverse's diagonal accurate; float32 would halve that memory
     but was not chosen for lack of an accuracy check. ``B`` is stored in float32, the precision
     scores use. Memory is dense: ``n_items² x 12`` bytes at peak, so catalogues above
-    ``MAX_ITEMS`` are refused (use ``itemknn`` or ``als`` there).
+    ``max_items`` are refused before anything is allocated, with the memory they would need
+    (use ``itemknn`` or ``als`` there, raise ``max_items``, or ``force=True`` to try anyway).
     """
 
     supports_history = True
 
-    def __init__(self, l2: float = 500.0) -> None:
+    def __init__(self, l2: float = 500.0, max_items: int = MAX_ITEMS, force: bool = False) -> None:
         self.l2 = l2
+        self.max_items = max_items
+        self.force = force
 
     def _fit(self, data: Dataset, validation: Dataset | None) -> None:
         check_float("ease", "l2", self.l2, positive=True)
+        check_int("ease", "max_items", self.max_items, 1)
         n = data.n_items
-        if n > MAX_ITEMS:
+        if n > self.max_items and not self.force:
             gb = n * n * _BYTES_PER_CELL / 1e9
             raise ConfigError(
-                f"ease: the catalogue has {n} items; the dense inverse needs about {gb:.1f} GB "
-                f"({n}² x {_BYTES_PER_CELL} bytes) and EASE allows at most {MAX_ITEMS} items. "
-                "Use itemknn or als, or filter rare items first."
+                f"ease: the catalogue has {n:,} items; the dense inverse would need about {gb:,.1f} GB "
+                f"({n:,}² x {_BYTES_PER_CELL} bytes), above the limit of max_items={self.max_items:,}. "
+                "Use itemknn or als, filter rare items first (--min-item), or if the memory is there "
+                "raise the limit (ease:max_items=N) or force it (ease:force=true)."
             )
         x = data.seen.astype(np.float64)
         gram = (x.T @ x).toarray()
