@@ -442,11 +442,6 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         )
         if p.extrapolated:
             message += "; per-unit variance extrapolated beyond the history window"
-    if spec.cuped and spec.primary.kind == "ratio":
-        message += (
-            "; CUPED is not applied to ratio metrics (the analysis uses the plain delta method), so the "
-            "plan assumes no variance reduction"
-        )
     else:
         worst = plans[-1]
         message = (
@@ -454,6 +449,11 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
             f"{spec.max_weeks} weeks ~{worst.units:,.0f} units are expected but {worst.required_units:,.0f} "
             f"are needed; the smallest detectable effect is {worst.achievable_mde:.4g} absolute. Raise "
             "traffic, the MDE or the variance reduction (cuped), or pick a more sensitive metric"
+        )
+    if spec.cuped and spec.primary.kind == "ratio":
+        message += (
+            "; CUPED is not applied to ratio metrics (the analysis uses the plain delta method), so the "
+            "plan assumes no variance reduction"
         )
     return Design(
         created_at=time.time(),
