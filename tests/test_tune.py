@@ -90,8 +90,11 @@ def test_tune_cli_writes_the_study_and_a_usable_best_config(
     assert best.models[0].name == "itemknn" and best.models[0].params == study["best_params"]
 
 
-def test_mlflow_logging_to_a_local_store(split: Split, tmp_path: Path, ml100k_head: pl.DataFrame) -> None:
+def test_mlflow_logging_to_a_local_store(
+    split: Split, tmp_path: Path, ml100k_head: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mlflow = pytest.importorskip("mlflow", reason="MLflow is in the test extras; install vitrina[test]")
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under ./mlruns beside a SQLite store
     from vitrina.evaluation.tracking import log_study_files, tune_logger
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
