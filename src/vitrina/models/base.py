@@ -479,9 +479,16 @@ def load_model(path: str | Path) -> Recommender:
     ):
         raise ModelLoadError(f"{path}: user histories do not match the id maps")
     model.history_indptr_, model.history_items_ = indptr, items
-    model.seen_ = history_matrix(
-        [items[indptr[u] : indptr[u + 1]] for u in range(len(indptr) - 1)], len(model.items_)
+    # the histories are already in CSR layout: no per-user Python loop (a hot swap loads this while
+    # the server's event loop needs the GIL)
+    seen = sp.csr_matrix(
+        (np.ones(len(items), np.float32), items, indptr),
+        shape=(len(indptr) - 1, len(model.items_)),
+        copy=True,  # sum_duplicates sorts in place; the histories keep their order
     )
+    seen.sum_duplicates()
+    seen.data[:] = 1.0
+    model.seen_ = seen
     model._set_state({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     model.lineage_ = dict(config.get("lineage") or {})  # type: ignore[attr-defined]
     if isinstance(config.get("training_summary"), dict):

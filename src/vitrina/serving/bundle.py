@@ -23,7 +23,7 @@ from vitrina.serving.catalog import AlignedCatalog, Catalog
 
 
 def _lookup(ids: pl.Series) -> tuple[dict[Hashable, int], bool]:
-    return {v: i for i, v in enumerate(ids.to_list())}, ids.dtype.is_integer()
+    return dict(zip(ids.to_list(), range(len(ids)), strict=True)), ids.dtype.is_integer()
 
 
 def _normalise(value: Any, integer: bool) -> Any:
