@@ -19,7 +19,7 @@ from rich.markup import escape
 from vitrina.errors import ConfigError, VitrinaError
 from vitrina.evaluation.defaults import DEFAULTS
 from vitrina.experiments.cli import app as ab_app
-from vitrina.serving.cli import serve
+from vitrina.serving.cli import export_log, serve
 
 
 class _ErrorBoundary(typer.core.TyperGroup):
@@ -56,6 +56,7 @@ datasets_app = typer.Typer(help="List, download and synthesise datasets.", no_ar
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
 app.command("serve", help="Serve a saved model over HTTP: /recommend, /slate, /events, /metrics.")(serve)
+ab_app.command("export", help="Export the service's event log for `vitrina ab analyze`.")(export_log)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, log_path=False)
 
 

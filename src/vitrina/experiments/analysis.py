@@ -28,9 +28,11 @@ from vitrina.experiments.schema import (
     VARIANT,
     LogQuality,
     QualityIssue,
+    attribute_events,
     check_quality,
     mixed_units,
     validate_events,
+    validate_history,
 )
 from vitrina.experiments.sequential import look_estimates, msprt, rerandomised_z, spending_test
 from vitrina.experiments.srm import SrmResult, srm_test
@@ -127,6 +129,25 @@ def _units(events: pl.DataFrame, segments: tuple[str, ...]) -> pl.DataFrame:
         )
         .sort(UNIT_ID)
     )
+
+
+def _pre_period(pre_events: pl.DataFrame, units: pl.DataFrame) -> pl.DataFrame:
+    """Validate a plain pre-period log and refuse rows at or after their unit's first exposure.
+
+    A covariate measured after assignment can be moved by the treatment, and CUPED would then remove
+    part of the effect.
+    """
+    pre = validate_history(pre_events, source="pre-period log")
+    joined = pre.join(units.select(UNIT_ID, pl.col(TIMESTAMP).alias("_exposed_at")), on=UNIT_ID, how="inner")
+    overlap = joined.filter(pl.col(TIMESTAMP) >= pl.col("_exposed_at"))
+    if overlap.height:
+        first = overlap.row(0, named=True)
+        raise DataValidationError(
+            f"pre-period log overlaps exposure: {overlap.height} event(s) at or after their unit's first "
+            f"exposure (e.g. unit {first[UNIT_ID]!r}: event at {first[TIMESTAMP]:.0f}, exposed at "
+            f"{first['_exposed_at']:.0f}); pass events from before the test only"
+        )
+    return pre
 
 
 def _clean(events: pl.DataFrame, quality: LogQuality) -> tuple[pl.DataFrame, LogQuality]:
@@ -269,17 +290,28 @@ def analyze(
 ) -> Analysis:
     """Analyse ``events`` (schema of :mod:`vitrina.experiments.schema`) for ``design``.
 
-    ``pre_events`` (same schema, experiment/variant not needed) from before the test enable CUPED when
-    the design asks for it. ``on_bad="raise"`` refuses logs with content problems. ``seed`` fixes the
-    bootstrap resamples and the re-randomisations of the daily-looks test.
+    Metric events without an experiment are attributed through the units' exposures
+    (:func:`~vitrina.experiments.schema.attribute_events`). ``pre_events`` (a plain history:
+    ``timestamp``, ``unit_id``, ``event``, ``value``) from before each unit's exposure enable CUPED
+    when the design asks for it; rows at or after a unit's first exposure are refused.
+    ``on_bad="raise"`` refuses logs with content problems. ``seed`` fixes the bootstrap resamples and
+    the re-randomisations of the daily-looks test.
     """
     spec = design.spec
     events = validate_events(events)
-    exp_events = events.filter(pl.col(EXPERIMENT) == spec.name)
+    exp_events, n_early = attribute_events(events, spec.name)
     if exp_events.height == 0:
-        found = events[EXPERIMENT].unique().sort().head(10).to_list()
+        found = events[EXPERIMENT].drop_nulls().unique().sort().head(10).to_list()
         raise DataValidationError(f"no events for experiment {spec.name!r}; the log has experiments {found}")
     quality = check_quality(exp_events)
+    if n_early:
+        early = QualityIssue(
+            kind="unlabelled metric events before the unit's first exposure",
+            count=n_early,
+            examples=(),
+            handling="not counted (they happened before the unit saw its variant)",
+        )
+        quality = LogQuality(n_rows=quality.n_rows, issues=(*quality.issues, early))
     clean, quality = _clean(exp_events, quality)
     if on_bad == "raise" and not quality.clean:
         raise DataValidationError(f"event log of {spec.name!r} has content problems:\n{quality.summary()}")
@@ -293,7 +325,7 @@ def analyze(
     srm = srm_test(counts, spec.variants)
     if spec.cuped and pre_events is None:
         raise DataValidationError(f"design {spec.name!r} asks for CUPED: pass pre_events (a pre-period log)")
-    pre = validate_events(pre_events) if spec.cuped and pre_events is not None else None
+    pre = _pre_period(pre_events, units) if spec.cuped and pre_events is not None else None
     treatments = [v for v in spec.variants if v != spec.control]
     cuped = pre is not None
     rows: list[tuple[MetricSpec, str, str, str, EffectEstimate | None, str, str]] = []

@@ -102,9 +102,21 @@ def design(
 @app.command("analyze")
 def analyze_cmd(
     design_path: Annotated[Path, typer.Argument(help="Design JSON saved by `vitrina ab design`.")],
-    events: Annotated[Path, typer.Option(help="Experiment event log (.parquet/.jsonl).")],
+    events: Annotated[
+        Path,
+        typer.Option(
+            help="Experiment event log (.parquet/.jsonl), e.g. from `vitrina ab export`; metric events "
+            "without an experiment are attributed through the units' exposures."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Report directory (report.md + PNGs).")] = Path("ab_report"),
-    pre: Annotated[Path | None, typer.Option(help="Pre-period log for CUPED.")] = None,
+    pre: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pre-period log for CUPED: plain history (timestamp, unit_id, event, value), every "
+            "event before its unit's first exposure."
+        ),
+    ] = None,
     strict: Annotated[
         bool, typer.Option(help="Refuse logs with content problems instead of reporting.")
     ] = False,

@@ -31,7 +31,7 @@ from scipy import stats as sps
 
 from vitrina.errors import ConfigError, DataValidationError
 from vitrina.experiments.metrics import DEN, NUM, MetricSpec, per_unit
-from vitrina.experiments.schema import EVENT, TIMESTAMP, UNIT_ID, VALUE
+from vitrina.experiments.schema import TIMESTAMP, UNIT_ID, validate_history
 
 __all__ = [
     "DESIGN_SCHEMA_VERSION",
@@ -362,9 +362,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
             NonUserUnitWarning,
             stacklevel=2,
         )
-    missing = [c for c in (UNIT_ID, TIMESTAMP, EVENT, VALUE) if c not in history.columns]
-    if missing:
-        raise DataValidationError(f"history log: missing column(s) {missing}; found {history.columns}")
+    history = validate_history(history, source="history log")
     if history.height == 0:
         raise DataValidationError("history log is empty; pass events from before the test")
     t0 = float(history[TIMESTAMP].min())

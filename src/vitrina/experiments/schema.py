@@ -4,8 +4,8 @@ One row per event::
 
     timestamp  float  Unix seconds
     unit_id    str    randomisation unit (user id by default)
-    experiment str    experiment name
-    variant    str    variant name
+    experiment str    experiment name (required on exposures; may be null on metric events)
+    variant    str    variant name (may be null on metric events)
     event      str    "exposure" or a metric event ("click", "purchase", "revenue", ...)
     value      float  metric value (1.0 for counts)
     item_id    str    optional
@@ -13,6 +13,12 @@ One row per event::
     request_id str    optional
 
 Files are Parquet (``.parquet``) or JSON lines (``.jsonl`` / ``.ndjson``).
+
+Metric events need not carry the experiment: as on real platforms (and in the service's own log,
+where only exposures know the arm), :func:`attribute_events` credits an unlabelled metric event to
+every experiment in which its unit was exposed *before* the event, with the unit's variant there.
+A history (design) or pre-period (CUPED) log needs only ``timestamp``, ``unit_id``, ``event`` and
+``value`` (:func:`validate_history`).
 
 :func:`validate_events` refuses structural errors (missing columns, wrong types, non-finite numbers,
 propensities outside (0, 1]); :func:`check_quality` *reports* content problems (missing variants, units
@@ -34,6 +40,7 @@ __all__ = [
     "EVENT",
     "EXPERIMENT",
     "EXPOSURE",
+    "HISTORY_REQUIRED",
     "ITEM_ID",
     "OPTIONAL",
     "POSITION",
@@ -46,11 +53,13 @@ __all__ = [
     "VARIANT",
     "LogQuality",
     "QualityIssue",
+    "attribute_events",
     "check_quality",
     "mixed_units",
     "read_events",
     "read_table",
     "validate_events",
+    "validate_history",
 ]
 
 TIMESTAMP: Final = "timestamp"
@@ -107,9 +116,14 @@ def validate_events(df: pl.DataFrame, *, source: str = "events") -> pl.DataFrame
         if name == VARIANT:
             continue
         nulls = df[name].is_null()
+        if name == EXPERIMENT:  # metric events are attributed through exposures (attribute_events)
+            nulls = nulls & (df[EVENT] == EXPOSURE).fill_null(True)
         if nulls.any():
             row = int(nulls.arg_true()[0]) + 1
-            raise DataValidationError(f"{source}, row {row}, field '{name}': expected a value, got null")
+            what = " (an exposure must name its experiment)" if name == EXPERIMENT else ""
+            raise DataValidationError(
+                f"{source}, row {row}, field '{name}': expected a value, got null{what}"
+            )
     for name in _FLOAT_COLS:
         if name in df.columns:
             bad = df[name].is_nan() | df[name].is_infinite()
@@ -130,6 +144,61 @@ def validate_events(df: pl.DataFrame, *, source: str = "events") -> pl.DataFrame
             )
     ordered = [*REQUIRED, *[c for c in df.columns if c not in REQUIRED]]
     return df.select(ordered)
+
+
+HISTORY_REQUIRED: Final = (TIMESTAMP, UNIT_ID, EVENT, VALUE)
+
+
+def validate_history(df: pl.DataFrame, *, source: str = "history") -> pl.DataFrame:
+    """Check a plain history / pre-period log (``timestamp``, ``unit_id``, ``event``, ``value``; other
+    columns are ignored) and return those four columns normalised."""
+    missing = [c for c in HISTORY_REQUIRED if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing column(s) {missing}; found {df.columns}. A history log needs "
+            f"{list(HISTORY_REQUIRED)} (experiment columns are not needed; see docs/experiments.md)"
+        )
+    df = df.select(HISTORY_REQUIRED)
+    for name in (UNIT_ID, EVENT):
+        df = _cast(df, name, pl.String, source)
+    for name in (TIMESTAMP, VALUE):
+        df = _cast(df, name, pl.Float64, source)
+        bad = df[name].is_nan() | df[name].is_infinite()
+        if bad.any():
+            row = int(bad.arg_true()[0]) + 1
+            raise DataValidationError(f"{source}, row {row}, field '{name}': expected a finite number")
+    for name in HISTORY_REQUIRED:
+        nulls = df[name].is_null()
+        if nulls.any():
+            row = int(nulls.arg_true()[0]) + 1
+            raise DataValidationError(f"{source}, row {row}, field '{name}': expected a value, got null")
+    return df
+
+
+def attribute_events(events: pl.DataFrame, experiment: str) -> tuple[pl.DataFrame, int]:
+    """Rows of ``experiment``: its labelled rows plus unlabelled metric events credited to it.
+
+    An unlabelled metric event (null ``experiment``) of a unit exposed in ``experiment`` gets the
+    experiment and the variant of the unit's first exposure if it happened at or after that exposure;
+    earlier events are pre-treatment and are not counted. Returns the rows and the number of
+    unlabelled events of exposed units that were left out for being earlier than the exposure.
+    """
+    labelled = events.filter(pl.col(EXPERIMENT) == experiment)
+    first = (
+        labelled.filter((pl.col(EVENT) == EXPOSURE) & pl.col(VARIANT).is_not_null())
+        .sort(TIMESTAMP)
+        .group_by(UNIT_ID, maintain_order=True)
+        .agg(pl.col(TIMESTAMP).first().alias("_exposed_at"), pl.col(VARIANT).first().alias("_variant"))
+    )
+    loose = events.filter(pl.col(EXPERIMENT).is_null() & (pl.col(EVENT) != EXPOSURE))
+    if loose.height == 0:
+        return labelled, 0
+    joined = loose.join(first, on=UNIT_ID, how="inner")
+    after = joined.filter(pl.col(TIMESTAMP) >= pl.col("_exposed_at"))
+    credited = after.with_columns(
+        pl.lit(experiment).alias(EXPERIMENT), pl.col("_variant").alias(VARIANT)
+    ).select(events.columns)
+    return pl.concat([labelled, credited]).sort(TIMESTAMP, maintain_order=True), joined.height - after.height
 
 
 def read_table(path: str | Path) -> pl.DataFrame:

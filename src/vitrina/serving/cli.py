@@ -102,6 +102,75 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
+def export_log(
+    out: Annotated[Path, typer.Argument(help="output file: .parquet, .jsonl or .ndjson")],
+    state_db: Annotated[Path, typer.Option(help="SQLite state file of the service (its --state-db)")] = Path(
+        "vitrina-state.sqlite"
+    ),
+    redis_url: Annotated[
+        str | None, typer.Option(help="read the log stream from Redis instead, e.g. redis://host:6379/0")
+    ] = None,
+    redis_prefix: Annotated[str, typer.Option(help="key prefix in Redis")] = "vitrina",
+) -> None:
+    """Export the service's event log in the analysis schema (for `vitrina ab analyze --events`).
+
+    Columns: log_id (0-based arrival order), timestamp, unit_id, experiment, variant, event, value,
+    item_id, propensity, request_id, position. Exposures carry the experiment and variant; clicks and
+    other events from /events usually do not, and the analysis credits them to the experiments their
+    user was exposed in.
+    """
+    import polars as pl
+
+    from vitrina.serving.stores import COLUMNS, RedisStore, read_sqlite_log
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(code=2)
+
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".jsonl", ".ndjson"):
+        raise fail(f"output {out}: unknown format '{suffix}'; use .parquet, .jsonl or .ndjson")
+    if out.is_dir() or not out.parent.is_dir():
+        raise fail(f"output {out}: is a folder or its folder does not exist")
+    try:
+        if redis_url is not None:
+            store = RedisStore(redis_url, prefix=redis_prefix)
+            try:
+                rows = store.rows()
+            finally:
+                store.close()
+        else:
+            rows = read_sqlite_log(state_db)
+    except Exception as exc:  # sqlite3/redis/OS errors: one line, never a traceback
+        raise fail(f"cannot read the event log: {exc}") from exc
+    schema = {
+        "timestamp": pl.Float64,
+        "unit_id": pl.String,
+        "event": pl.String,
+        "experiment": pl.String,
+        "variant": pl.String,
+        "value": pl.Float64,
+        "item_id": pl.String,
+        "propensity": pl.Float64,
+        "request_id": pl.String,
+        "position": pl.Int64,
+    }
+    frame = pl.DataFrame([tuple(getattr(r, c) for c in COLUMNS) for r in rows], schema=schema, orient="row")
+    order = ["timestamp", "unit_id", "experiment", "variant", "event", "value"]
+    # log_id (arrival order) keeps two identical events of one request apart: the analysis counts
+    # exact duplicate rows once, and one /events request stamps all its events with the same time
+    frame = frame.select([*order, *[c for c in COLUMNS if c not in order]]).with_row_index("log_id")
+    try:
+        if suffix == ".parquet":
+            frame.write_parquet(out)
+        else:
+            frame.write_ndjson(out)
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc}") from exc
+    n_exp = frame.filter(pl.col("event") == "exposure").height
+    typer.echo(f"wrote {frame.height} events ({n_exp} exposures) to {out}")
+
+
 def main() -> None:
     """Run ``serve`` as a standalone command (``python -m vitrina.serving.cli``)."""
     typer.run(serve)

@@ -141,6 +141,24 @@ class SQLiteStore:
             self._writer.close()
 
 
+def read_sqlite_log(path: str | Path) -> list[LogRow]:
+    """The whole event log of a SQLite state file in arrival order, opened read-only (safe while the
+    service runs: WAL readers never block the writer)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"state database {path} does not exist (see `vitrina serve --state-db`)")
+    con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+    try:
+        names = {r[1] for r in con.execute("PRAGMA table_info(event_log)")}
+        if not names:
+            raise ValueError(f"{path} has no event_log table; is it a vitrina state database?")
+        cols = [c if c in names else f"NULL AS {c}" for c in COLUMNS]
+        found = con.execute(f"SELECT {', '.join(cols)} FROM event_log ORDER BY id").fetchall()
+    finally:
+        con.close()
+    return [LogRow(*r) for r in found]
+
+
 class RedisStore:
     """Online store on Redis: ``{prefix}:hist:{unit}`` lists and the ``{prefix}:log`` stream."""
 
