@@ -79,9 +79,11 @@ class AnnIndex:
     def exact(
         self, query: np.ndarray, n: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Brute-force top-``n`` (indices, scores) among ``allowed`` items; -1 pads missing slots."""
-        cand = np.arange(len(self)) if allowed is None else np.flatnonzero(allowed)
-        return self._rerank(query, cand, n)
+        """Brute-force top-``n`` (indices, scores) among ``allowed`` items; -1 pads missing slots.
+
+        Without a mask the item matrix is read once in place (no gathered copy): a matrix-vector
+        product bound by memory bandwidth, then a partial selection of ``n``."""
+        return self._rerank(query, None if allowed is None else np.flatnonzero(allowed), n)
 
     def search(
         self, query: np.ndarray, n: int, allowed: np.ndarray | None = None
@@ -97,8 +99,14 @@ class AnnIndex:
             keys = keys[allowed[keys]]
         return self._rerank(query, keys, n)
 
-    def _rerank(self, query: np.ndarray, cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = (self.vectors[cand] @ np.asarray(query, dtype=np.float32))[None, :]
-        pos, val = topk(scores, n)
+    def _rerank(self, query: np.ndarray, cand: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``n`` among the items ``cand`` (None: all)."""
+        q = np.asarray(query, dtype=np.float32)
+        scores = self.vectors @ q if cand is None else self.vectors[cand] @ q
+        cand = np.arange(len(scores)) if cand is None else cand
+        if len(scores) > 4 * n:  # select first: topk() sorts a negated copy of its whole row
+            keep = np.argpartition(scores, len(scores) - n)[len(scores) - n :]
+            cand, scores = cand[keep], scores[keep]
+        pos, val = topk(scores[None, :], n)
         idx = np.where(pos[0] >= 0, cand[np.maximum(pos[0], 0)], -1) if len(cand) else pos[0]
         return idx, val[0]
