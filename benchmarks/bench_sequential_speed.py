@@ -10,6 +10,12 @@ given none); vitrina's validation time is reported separately. vitrina is timed 
 as JSON.
 
     python benchmarks/bench_sequential_speed.py --rectools-python /work/rectools-venv/bin/python
+
+``--profile`` instead trains one vitrina epoch under ``torch.profiler`` and prints the operators by
+self CPU time, with the threads and the SIMD level torch runs with (``ATEN_CPU_CAPABILITY=avx2`` or
+``default`` in the environment forces a lower level than the host's, to check host sensitivity):
+
+    ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_sequential_speed.py --profile
 """
 
 from __future__ import annotations
@@ -91,6 +97,27 @@ def vitrina_epochs(train: Dataset, val: Dataset, epochs: int, negatives_per: str
     }
 
 
+def profile_epoch(train: Dataset, val: Dataset, negatives_per: str) -> None:
+    """One epoch under torch.profiler: the operators by self CPU time, and the thread settings."""
+    from torch.profiler import ProfilerActivity, profile
+
+    print(
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()} "
+        f"(ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'not set')}), "
+        f"intra-op threads {torch.get_num_threads()}, inter-op threads {torch.get_num_interop_threads()}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()}"
+    )
+    wall, cpu = time.perf_counter(), time.process_time()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        times = vitrina_epochs(train, val, 1, negatives_per)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(
+        f"epoch {times['train'][0]:.2f} s wall, {times['cpu'][0]:.2f} CPU s (profiled run: {wall:.1f} s wall,"
+    )
+    print(f"{cpu:.1f} CPU s, {cpu / wall:.2f} cores busy on average, validation included)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rectools-python", type=Path, default=Path("/work/rectools-venv/bin/python"))
@@ -99,10 +126,14 @@ def main() -> None:
     ap.add_argument("--negatives", default="sequence,batch,position", help="vitrina's negatives_per modes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None, help="S3-Rec file (default: beauty in the data home)")
+    ap.add_argument("--profile", action="store_true", help="profile one vitrina epoch; no RecTools run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train, val, _ = load_loo(args.data or resolve("beauty")[0], 2048)  # as `vitrina benchmark`
     train_ds = Dataset.from_interactions(train)
+    if args.profile:
+        profile_epoch(train_ds, val, args.negatives.split(",")[0])
+        return
     modes = args.negatives.split(",")
     runs: dict[str, dict[str, list[float]]] = {m: {"train": [], "cpu": [], "validation": []} for m in modes}
 
