@@ -6,7 +6,9 @@ on synthetic logs of growing size, as a markdown table and a log-log plot.
 Each size runs in its own process (``vitrina datasets synth`` parameters: 0.2M events / 10k users /
 10k items, 2M / 100k / 50k, 20M / 1M / 200k; the log is generated into ``--data`` if missing, and
 generation is not a stage). Peak RSS per stage is the process's high-water mark reset before the
-stage (``/proc/self/clear_refs``), so it includes what earlier stages still hold. Evaluation ranks
+stage (``/proc/self/clear_refs``), so it includes what earlier stages still hold; CPU seconds
+(process time over all threads) are reported beside wall seconds, as they depend less on what
+else runs on a shared machine. Evaluation ranks
 the full catalogue for ``--eval-users`` random test users (all of them if 0), the protocol of
 ``vitrina benchmark --eval-users``; ``pairs/s`` is scored (user, item) pairs per wall second.
 """
@@ -41,10 +43,14 @@ def _peak_mb() -> float:
 @contextmanager
 def _stage(rows: list[dict[str, Any]], size: str, name: str, **extra: Any) -> Iterator[dict[str, Any]]:
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {"size": size, "stage": name, **extra}
     yield row
-    row.update(seconds=round(time.perf_counter() - start, 2), peak_mb=round(_peak_mb()))
+    row.update(
+        seconds=round(time.perf_counter() - start, 2),
+        cpu_seconds=round(time.process_time() - cpu, 2),
+        peak_mb=round(_peak_mb()),
+    )
     rows.append(row)
     print(json.dumps(row), flush=True)
 
@@ -94,13 +100,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     cell = {(r["size"], r["stage"]): r for r in rows}
-    head = "| stage | " + " | ".join(f"{s} s | {s} peak GB" for s in sizes) + " |"
-    lines = [head, "|---|" + "---:|" * (2 * len(sizes))]
+    head = "| stage | " + " | ".join(f"{s} wall s | {s} CPU s | {s} peak GB" for s in sizes) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(sizes))]
     for stage in stages:
         cells = []
         for s in sizes:
             r = cell.get((s, stage))
-            cells += [f"{r['seconds']:.1f}", f"{r['peak_mb'] / 1024:.2f}"] if r else ["–", "–"]
+            cells += (
+                [f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", f"{r['peak_mb'] / 1024:.2f}"]
+                if r
+                else ["–"] * 3
+            )
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -115,9 +125,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for stage in dict.fromkeys(r["stage"] for r in rows):
         pts = [(SIZES[r["size"]][0], r) for r in rows if r["stage"] == stage]
         xs = [p[0] for p in pts]
-        ax_t.plot(xs, [max(p[1]["seconds"], 0.01) for p in pts], marker="o", label=stage)
+        ax_t.plot(xs, [max(p[1]["cpu_seconds"], 0.01) for p in pts], marker="o", label=stage)
         ax_m.plot(xs, [p[1]["peak_mb"] / 1024 for p in pts], marker="o", label=stage)
-    for ax, label in ((ax_t, "wall seconds"), (ax_m, "peak RSS, GB")):
+    for ax, label in ((ax_t, "CPU seconds (all threads)"), (ax_m, "peak RSS, GB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("events")
@@ -146,18 +156,23 @@ def main() -> None:
         return
     args.data.mkdir(parents=True, exist_ok=True)
     args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "rows.jsonl").write_text("")
     rows: list[dict[str, Any]] = []
     for size in args.sizes.split(","):
         if size not in SIZES:
             sys.exit(f"--sizes: unknown size {size!r}; choose from {', '.join(SIZES)}")
         cmd = [sys.executable, __file__, "--one", size, "--models", args.models, "--data", str(args.data)]
         cmd += ["--eval-users", str(args.eval_users), "--seed", str(args.seed)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
-        got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-        rows += got
-        if proc.returncode != 0:
-            print(f"{size}: stopped after {len(got)} stages:\n{proc.stderr[-2000:]}", file=sys.stderr)
-    (args.output / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # stage by stage, so an interrupted run keeps what it measured
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+                print(line, end="", file=sys.stderr)
+                with (args.output / "rows.jsonl").open("a") as f:
+                    f.write(line)
+        if proc.wait() != 0:
+            print(f"{size}: stopped with exit code {proc.returncode}", file=sys.stderr)
     table = markdown(rows)
     (args.output / "table.md").write_text(table + "\n")
     plot(rows, args.output / "scaling.png")
