@@ -352,7 +352,12 @@ def train(
         elif resume:
             raise VitrinaError(f"--resume: {runs[0].name} has no training checkpoints (sequential models do)")
         init_from_env()  # joins torchrun's process group, if launched by torchrun
-        fitted = fit_on_all(make_model(runs[0].name, params), df, seed=seed)
+        model_obj = make_model(runs[0].name, params)
+        if model_obj.uses_validation:  # the trainer shows its own epoch bar
+            fitted = fit_on_all(model_obj, df, seed=seed)
+        else:
+            with err.status(f"fitting {runs[0].name} on {df.height:,} events"):
+                fitted = fit_on_all(model_obj, df, seed=seed)
         if not DistContext.current().is_main:
             return
         fitted.save(output, name=runs[0].name, lineage=data_lineage(dataset, source, df))
