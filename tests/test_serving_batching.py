@@ -110,3 +110,25 @@ def test_a_failing_request_fails_alone(
         service.close()
     assert isinstance(failed, RuntimeError) and "history of 3" in str(failed)
     assert len(first.items) == 3 and len(last.items) == 3
+
+
+def test_single_row_top_k_matches_the_batch_top_k() -> None:
+    """The serving cut (argpartition on one row) keeps the contract of vitrina.models.topk:
+    best first, equal scores by item index, -inf never returned (issue 16)."""
+    from vitrina.models import topk
+    from vitrina.serving.ranking import top_k
+
+    rng = np.random.default_rng(0)
+    for n, k in [(1682, 10), (12101, 10), (50, 50), (30, 100), (5, 1)]:
+        for _ in range(20):
+            scores = rng.integers(0, 40, n).astype(np.float32)  # many ties
+            scores[rng.random(n) < 0.3] = -np.inf
+            idx, val = top_k(scores, k)
+            ref_idx, ref_val = topk(scores[None, :], k)
+            keep = ref_idx[0] >= 0
+            np.testing.assert_array_equal(val, ref_val[0][keep])
+            # ties at the cut may pick different items; everything above the cut must agree
+            above = val > val[-1] if len(val) else val.astype(bool)
+            np.testing.assert_array_equal(idx[above], ref_idx[0][keep][above])
+            assert list(idx) == sorted(idx, key=lambda i: (-scores[i], i))
+    assert top_k(np.full(4, -np.inf, dtype=np.float32), 3)[0].size == 0

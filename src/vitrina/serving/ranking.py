@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from vitrina.experiments.ope import epsilon_greedy, softmax_sample
-from vitrina.models import topk
 from vitrina.serving.bundle import ModelBundle
 from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.filters import BadRequest
@@ -98,10 +97,23 @@ def score_candidates(
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best (indices, scores), best first, without the -1 padding of empty slots."""
-    idx, val = topk(scores[None, :], k)
-    keep = idx[0] >= 0
-    return idx[0][keep], val[0][keep]
+    """The ``k`` best (indices, scores) of one score row, best first, equal scores by item index;
+    ``-inf`` entries are never returned, so the result may be shorter than ``k``.
+
+    Same contract as :func:`vitrina.models.topk`, which is built for many rows at once; for the
+    single row of a request ``np.argpartition`` is several times cheaper (75 vs 430 µs of CPU at
+    12k items, issue 16).
+    """
+    n = len(scores)
+    k_eff = min(k, n)
+    if k_eff <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    part = np.argpartition(-scores, k_eff - 1)[:k_eff] if k_eff < n else np.arange(n)
+    val = scores[part]
+    order = np.lexsort((part, -val))
+    idx, val = part[order].astype(np.int64), val[order].astype(np.float32)
+    keep = val > -np.inf
+    return idx[keep], val[keep]
 
 
 def explore(
