@@ -16,6 +16,7 @@ from vitrina.experiments.design import (
     DesignSpec,
     HistoryEstimate,
     WeekPlan,
+    plan,
     proportion_units,
     required_units,
 )
@@ -157,3 +158,23 @@ def test_cli_output_paths_are_checked(design_file: Path, tmp_path: Path) -> None
     )
     assert res.exit_code == 0, res.output
     assert "not estimable" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_duration_forecast_saturates_on_a_finite_population() -> None:
+    """A power law cannot saturate (the audit: +38.5% at 8 weeks from 4 weeks of history)."""
+    rng = np.random.default_rng(0)
+    n, horizon = 6000, 56
+    rate = rng.gamma(0.7, 1 / 7, n)
+    visits = rng.poisson(rate * horizon)
+    owner = np.repeat(np.arange(n), visits)
+    when = rng.uniform(0, horizon, owner.size) * 86_400.0
+    log = pl.DataFrame({"timestamp": when, "unit_id": owner.astype(str), "event": "click", "value": 1.0})
+    design = plan(
+        SPEC.model_copy(update={"guardrails": (), "max_weeks": 8}),
+        log.filter(pl.col("timestamp") < 28 * 86_400.0),
+    )
+    assert design.history.growth == "saturating" and design.history.backtest_error is not None
+    assert "backtest" in design.message
+    actual = log["unit_id"].n_unique()
+    power_law = design.history.users_a * 56**design.history.users_b
+    assert abs(design.weeks[7].units / actual - 1) < 0.15 < abs(power_law / actual - 1)

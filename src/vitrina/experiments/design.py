@@ -1,8 +1,12 @@
 """Pre-registered experiment design: hypothesis, metrics, decision rule, and MDE <-> sample size <-> duration.
 
 A :class:`DesignSpec` is what the experimenter writes before the test; :func:`plan` adds what historical
-logs say (per-unit variance, baseline, growth of distinct users over days fitted as a power law
-``users(d) = a * d**b``, CUPED correlation) and the resulting duration in whole weeks. The
+logs say (per-unit variance, baseline, CUPED correlation, growth of distinct users over days) and the
+resulting duration in whole weeks. User growth is fitted both as a power law ``users(d) = a * d**b``
+(which never saturates) and as a saturating curve for a finite population of returning users with
+new-user inflow ``n (1 - (1 + d / beta)**-alpha) + c d``; the one with the smaller error when fitted
+on the first two thirds of the history and checked on the rest is used, and that backtest error is
+stated in the design. The
 :class:`Design` is frozen and saved as JSON next to the results; the analysis reads it back.
 
 Sample size for a difference of means with arms sharing ``w_c`` and ``w_t`` of ``N`` units::
@@ -18,6 +22,7 @@ variance under the alternative (:func:`proportion_units`). CUPED is not applied 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -27,6 +32,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import optimize
 from scipy import stats as sps
 
 from vitrina.errors import ConfigError, DataValidationError
@@ -173,6 +179,9 @@ class HistoryEstimate(BaseModel):
     history_days: int
     users_a: float
     users_b: float
+    growth: Literal["power", "saturating"] = "power"
+    growth_params: tuple[float, ...] = ()
+    backtest_error: float | None = None
     rho: float | None
 
 
@@ -196,11 +205,7 @@ class Design(BaseModel):
 
     def planned_users(self, days: np.ndarray) -> np.ndarray:
         """Expected cumulative distinct users in the experiment after ``days`` days."""
-        return (
-            self.spec.traffic
-            * self.history.users_a
-            * np.asarray(days, dtype=np.float64) ** self.history.users_b
-        )
+        return self.spec.traffic * _growth(self.history, np.asarray(days, dtype=np.float64))
 
     @property
     def mde_absolute(self) -> float:
@@ -331,8 +336,71 @@ def _unit_stats(values: pl.DataFrame, metric: MetricSpec) -> tuple[float, float,
     return float(num.mean()), float(num.std(ddof=1)), num
 
 
-def _fit_users(history: pl.DataFrame, start: float) -> tuple[float, float, int]:
-    """Power-law fit of cumulative distinct users by day since ``start``: users(d) = a * d**b."""
+def _power(d: np.ndarray, a: float, b: float) -> np.ndarray:
+    return a * d**b
+
+
+def _saturating(d: np.ndarray, n: float, alpha: float, beta: float, c: float) -> np.ndarray:
+    """Returning users of a finite population with gamma-distributed visit rates, plus a constant
+    inflow of new ones: n (1 - (1 + d / beta)^-alpha) + c d."""
+    return n * (1 - (1 + d / beta) ** -alpha) + c * d
+
+
+def _growth(history: HistoryEstimate, days: np.ndarray) -> np.ndarray:
+    if history.growth == "saturating":
+        return _saturating(days, *history.growth_params)
+    return _power(days, history.users_a, history.users_b)
+
+
+def _fit_power(days: np.ndarray, users: np.ndarray) -> tuple[float, float]:
+    """users = a * days**b by a least-squares line in log-log space."""
+    b, log_a = np.polyfit(np.log(days), np.log(users), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+def _fit_curve(kind: str, days: np.ndarray, users: np.ndarray) -> tuple[float, ...] | None:
+    """Least-squares fit of a growth curve (the saturating one from several starting points, keeping
+    the best); None if no saturating fit converges."""
+    if kind == "power":
+        return _fit_power(days, users)
+    top = float(users[-1])
+    late_slope = float(users[-1] - users[max(0, users.size - 8)]) / min(7, users.size - 1)
+    span = float(days[-1])
+    best: tuple[float, tuple[float, ...]] | None = None
+    starts = itertools.product((0.5, 1.0, 3.0), (span / 4, span, 4 * span), (0.0, late_slope / 2))
+    for alpha, beta, c in starts:
+        try:
+            params, _ = optimize.curve_fit(
+                _saturating,
+                days,
+                users,
+                p0=(2 * top, alpha, beta, c),
+                bounds=([top * 0.5, 1e-3, 1e-3, 0.0], [top * 1e3, 1e3, 1e5, top]),
+                sigma=np.sqrt(np.maximum(users, 1.0)),
+                maxfev=5_000,
+            )
+        except (RuntimeError, ValueError):
+            continue
+        sse = float(np.sum((_saturating(days, *params) - users) ** 2 / np.maximum(users, 1.0)))
+        if best is None or sse < best[0]:
+            best = (sse, tuple(float(x) for x in params))
+    return None if best is None else best[1]
+
+
+def _predict(kind: str, params: tuple[float, ...], days: np.ndarray) -> np.ndarray:
+    return _power(days, *params) if kind == "power" else _saturating(days, *params)
+
+
+def _fit_users(
+    history: pl.DataFrame, start: float
+) -> tuple[Literal["power", "saturating"], tuple[float, ...], float | None, tuple[float, float]]:
+    """Fit cumulative distinct users by day since ``start`` with a power law and with a saturating
+    (finite population of returning users + new-user inflow) curve, and pick by backtest.
+
+    Backtest: fit on the first two thirds of the days, predict the rest; the model with the smaller
+    largest relative error on the held-out days wins and is refitted on all days. Returns the model,
+    its parameters, its backtest error (None with fewer than 9 days) and the power-law (a, b).
+    """
     first_day = (
         history.group_by(UNIT_ID)
         .agg(((pl.col(TIMESTAMP).min() - start) // _DAY).cast(pl.Int64).alias("day"))
@@ -340,12 +408,25 @@ def _fit_users(history: pl.DataFrame, start: float) -> tuple[float, float, int]:
         .len()
         .sort("day")
     )
-    days = np.arange(1, int(first_day["day"].max()) + 2)
+    days = np.arange(1, int(first_day["day"].max()) + 2, dtype=np.float64)
     new = np.zeros(days.size)
     new[first_day["day"].to_numpy()] = first_day["len"].to_numpy()
     cumulative = np.cumsum(new)
-    b, log_a = np.polyfit(np.log(days), np.log(cumulative), 1)
-    return float(np.exp(log_a)), float(b), int(days.size)
+    power = _fit_power(days, cumulative)
+    if days.size < 9:
+        return "power", power, None, (power[0], power[1])
+    cut = (2 * days.size) // 3
+    errors: dict[str, float] = {}
+    for kind in ("power", "saturating"):
+        params = _fit_curve(kind, days[:cut], cumulative[:cut])
+        if params is not None:
+            predicted = _predict(kind, params, days[cut:])
+            errors[kind] = float(np.max(np.abs(predicted / cumulative[cut:] - 1)))
+    if errors.get("saturating", np.inf) < errors.get("power", np.inf):
+        full = _fit_curve("saturating", days, cumulative)
+        if full is not None:
+            return "saturating", full, errors["saturating"], power
+    return "power", power, errors.get("power"), power
 
 
 def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
@@ -375,7 +456,16 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         )
     start = t0 + pre_days * _DAY
     window_log = history.filter(pl.col(TIMESTAMP) >= start)
-    users_a, users_b, _ = _fit_users(window_log, start)
+    growth, growth_params, backtest, (users_a, users_b) = _fit_users(window_log, start)
+    fitted = HistoryEstimate(
+        history_days=total_days,
+        users_a=users_a,
+        users_b=users_b,
+        rho=None,
+        growth=growth,
+        growth_params=growth_params,
+        backtest_error=backtest,
+    )
     history_weeks = (total_days - pre_days) // 7
     pre_log = history.filter(pl.col(TIMESTAMP) < start)
     factor = _share_factor(spec.variants, spec.control)
@@ -405,7 +495,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
     plans: list[WeekPlan] = []
     for weeks in range(1, spec.max_weeks + 1):
         baseline, sd = measured[min(weeks, len(measured)) - 1]
-        n_units = users_a * (7 * weeks) ** users_b * spec.traffic
+        n_units = float(_growth(fitted, np.array([7.0 * weeks]))[0]) * spec.traffic
         mde_abs = spec.mde * abs(baseline) if spec.mde_relative else spec.mde
         if exact_proportion:  # unpooled variance under H1 (issue 13, point 4); sizes are of the pair of arms
             n_pair = n_units * pair_share
@@ -448,6 +538,11 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
             f"are needed; the smallest detectable effect is {worst.achievable_mde:.4g} absolute. Raise "
             "traffic, the MDE or the variance reduction (cuped), or pick a more sensitive metric"
         )
+    if backtest is not None:
+        message += (
+            f"; units forecast by a {growth} growth curve (backtest on the history: largest error "
+            f"{backtest:.1%} on the last third of its days)"
+        )
     if spec.cuped and spec.primary.kind == "ratio":
         message += (
             "; CUPED is not applied to ratio metrics (the analysis uses the plain delta method), so the "
@@ -456,12 +551,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
     return Design(
         created_at=time.time(),
         spec=spec,
-        history=HistoryEstimate(
-            history_days=total_days,
-            users_a=users_a,
-            users_b=users_b,
-            rho=float(np.mean(rhos)) if rhos else None,
-        ),
+        history=fitted.model_copy(update={"rho": float(np.mean(rhos)) if rhos else None}),
         weeks=tuple(plans),
         duration_weeks=ok[0].weeks if ok else None,
         feasible=bool(ok),
