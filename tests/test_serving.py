@@ -346,7 +346,7 @@ def test_hot_swap_under_load_and_corrupt_bundle(
 ) -> None:
     import shutil
 
-    corrupt = tmp_path / "corrupt"
+    corrupt = bundles["popular"].parent / f"corrupt-{tmp_path.name}"  # inside the model root
     shutil.copytree(bundles["popular"], corrupt)
     with open(corrupt / "state.safetensors", "r+b") as f:
         f.seek(50)

@@ -418,7 +418,9 @@ class Recommender(ABC):
         }
         if hasattr(self, "training_summary_"):  # epochs, best epoch, validation scores: kept on load
             config["training_summary"] = self.training_summary_
-        (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        config = json.loads(json.dumps(config, default=str))
+        config[CONFIG_DIGEST] = _config_digest(config)
+        (path / "config.json").write_text(json.dumps(config, indent=2))
         return path
 
 
@@ -439,19 +441,68 @@ def id_list(values: object, name: str, example: str) -> list[Any]:
     return list(values)
 
 
+#: key of config.json holding the sha256 of the rest of config.json (canonical JSON)
+CONFIG_DIGEST = "config_sha256"
+#: files every saved model has; config.json must list a sha256 for each
+BUNDLE_FILES = ("state.safetensors", "users.parquet", "items.parquet")
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    body = {k: v for k, v in config.items() if k != CONFIG_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def load_model(path: str | Path) -> Recommender:
-    """Load a directory written by :meth:`Recommender.save`; refuses anything altered."""
+    """Load a directory written by :meth:`Recommender.save`; refuses anything altered.
+
+    Every problem is a :class:`ModelLoadError` naming the bundle: a missing or edited file
+    (config.json included), a file list naming anything but plain files of the bundle, learned
+    arrays of the wrong shape for the id maps or holding NaN/inf, and a probe score that is not
+    one finite value per item.
+    """
+    path = Path(path)
+    try:
+        return _load_model(path)
+    except ModelLoadError:
+        raise
+    except RecursionError:
+        raise ModelLoadError(f"{path}: config.json is nested too deeply to be a model config") from None
+    except Exception as exc:  # the files decide what fails (polars, safetensors, numpy, torch): one error
+        raise ModelLoadError(f"{path}: not a loadable vitrina model ({type(exc).__name__}: {exc})") from exc
+
+
+def _verified_files(path: Path, cfg_path: Path, config: dict[str, Any]) -> None:
+    """config.json's own digest, then every listed file's: names must be plain files of the bundle."""
+    if config.get(CONFIG_DIGEST) != _config_digest(config):
+        what = "has no checksum of itself" if CONFIG_DIGEST not in config else "was edited after saving"
+        raise ModelLoadError(f"{cfg_path}: {what}; re-save the model (vitrina train) instead of editing it")
+    digests = config.get("sha256")
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise ModelLoadError(f"{cfg_path}: 'sha256' must map each file of the bundle to its checksum")
+    missing = [f for f in BUNDLE_FILES if f not in digests]
+    if missing:
+        raise ModelLoadError(f"{cfg_path}: no checksum for {missing}; refusing unchecked files")
+    for name, digest in digests.items():
+        file = path / name
+        if name in ("", ".", "..") or any(c in name for c in "/\\\x00"):
+            raise ModelLoadError(f"{cfg_path}: {name!r} in 'sha256' is not a file name inside the bundle")
+        if file.is_symlink() or not file.is_file():
+            raise ModelLoadError(f"{file}: missing or not a regular file")
+        if hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise ModelLoadError(f"{file}: checksum mismatch (file truncated or modified after saving)")
+
+
+def _load_model(path: Path) -> Recommender:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     from vitrina.models.registry import make_model
 
-    path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ModelLoadError(f"{path}: not a vitrina model directory (no config.json)")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{cfg_path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != "vitrina-model":
@@ -460,22 +511,29 @@ def load_model(path: str | Path) -> Recommender:
         raise ModelLoadError(
             f"{cfg_path}: schema_version {config.get('schema_version')}, this vitrina reads {SCHEMA_VERSION}"
         )
-    for name, digest in dict(config.get("sha256", {})).items():
-        file = path / name
-        if not file.is_file():
-            raise ModelLoadError(f"{file}: missing")
-        if hashlib.sha256(file.read_bytes()).hexdigest() != digest:
-            raise ModelLoadError(f"{file}: checksum mismatch (file truncated or modified after saving)")
+    _verified_files(path, cfg_path, config)
     try:
         state = load_file(str(path / "state.safetensors"))
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{path / 'state.safetensors'}: unreadable ({exc})") from exc
-    model = make_model(str(config["model"]), dict(config.get("params", {})))
+    for name, array in state.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ModelLoadError(f"{path}: learned array {name!r} holds NaN or infinite values")
+    params = config.get("params", {})
+    if not isinstance(params, dict):
+        raise ModelLoadError(f"{cfg_path}: 'params' must be an object")
+    model = make_model(str(config["model"]), dict(params))
     model.users_ = IdMap.load(path / "users.parquet")
     model.items_ = IdMap.load(path / "items.parquet")
     indptr, items = state["history.indptr"], state["history.items"]
-    if len(indptr) != len(model.users_) + 1 or (
-        len(items) and (items.min() < 0 or items.max() >= len(model.items_))
+    if (
+        indptr.ndim != 1
+        or items.ndim != 1
+        or len(indptr) != len(model.users_) + 1
+        or indptr[0] != 0
+        or indptr[-1] != len(items)
+        or (np.diff(indptr) < 0).any()
+        or (len(items) and (items.min() < 0 or items.max() >= len(model.items_)))
     ):
         raise ModelLoadError(f"{path}: user histories do not match the id maps")
     model.history_indptr_, model.history_items_ = indptr, items
@@ -493,6 +551,7 @@ def load_model(path: str | Path) -> Recommender:
     model.lineage_ = dict(config.get("lineage") or {})  # type: ignore[attr-defined]
     if isinstance(config.get("training_summary"), dict):
         model.training_summary_ = config["training_summary"]  # type: ignore[attr-defined]
+    _probe(model, path)
     return model
 
 
@@ -502,3 +561,22 @@ def _max_norm(vectors: np.ndarray) -> float:
         return 0.0
     norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).max()))
     return norm if np.isfinite(norm) else float("inf")
+
+
+def _probe(model: Recommender, path: Path) -> None:
+    """Score the first user (and a one-item history where supported): one finite score per item,
+    or the weights do not fit the id maps."""
+    n_items = len(model.items_)
+    if len(model.users_) == 0 or n_items == 0:
+        raise ModelLoadError(f"{path}: the model has no users or no items to serve")
+    probes = [model.score_users(np.array([0], dtype=np.int64))]
+    if model.supports_history:
+        probes.append(model.score_histories([np.array([0], dtype=np.int64)]))
+    for scores in probes:
+        if np.shape(scores) != (1, n_items):
+            raise ModelLoadError(
+                f"{path}: scores have shape {np.shape(scores)}, expected (1, {n_items}) for {n_items} items; "
+                "the learned arrays do not match the id maps"
+            )
+        if not np.isfinite(scores).all():
+            raise ModelLoadError(f"{path}: a probe score is NaN or infinite; the learned arrays are damaged")

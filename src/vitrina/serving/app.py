@@ -37,7 +37,7 @@ from vitrina.serving.schemas import (
     SwapRequest,
     SwapResponse,
 )
-from vitrina.serving.service import Service, Settings
+from vitrina.serving.service import OutsideModelRoot, Service, Settings
 
 log = logging.getLogger("vitrina.serving")
 
@@ -129,8 +129,8 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
     token = request.app.state.vitrina["settings"].admin_token
     if not token:
         raise HTTPException(403, "admin endpoints are disabled; start the service with --admin-token")
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         detail = "admin endpoints need 'Authorization: Bearer <token>'"
         raise HTTPException(401, detail, {"WWW-Authenticate": "Bearer"})
 
@@ -251,6 +251,9 @@ def create_app(
         """Hot-swap a model bundle; a bundle that fails to load is refused and the old one keeps serving."""
         try:
             new, old = service.swap(Path(req.model_dir), req.variant)
+        except OutsideModelRoot as exc:
+            service.metrics.swap("refused")
+            raise HTTPException(403, f"model refused, still serving the previous one: {exc}") from exc
         except ModelLoadError as exc:
             service.metrics.swap("refused")
             raise HTTPException(422, f"model refused, still serving the previous one: {exc}") from exc

@@ -84,8 +84,13 @@ class ModelBundle:
         """Load a saved model directory; :class:`ModelLoadError` if it is corrupt or tampered with."""
         path = Path(path)
         model = load_model(path)
-        digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:12]
-        return cls.from_model(model, version=f"{path.name}@{digest}", catalog=catalog, ann=ann)
+        try:
+            digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:12]
+            return cls.from_model(model, version=f"{path.name}@{digest}", catalog=catalog, ann=ann)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # the catalogue or the ANN index does not fit this model
+            raise ModelLoadError(f"{path}: cannot serve this model ({type(exc).__name__}: {exc})") from exc
 
     @property
     def n_items(self) -> int:

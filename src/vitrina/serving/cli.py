@@ -38,7 +38,16 @@ def serve(
     max_history: Annotated[int, typer.Option(min=1, help="recent items kept per user")] = 200,
     ann: Annotated[bool, typer.Option(help="ANN retrieval (usearch) for embedding models")] = False,
     admin_token: Annotated[
-        str | None, typer.Option(envvar="VITRINA_ADMIN_TOKEN", help="bearer token for /admin endpoints")
+        str | None,
+        typer.Option(
+            envvar="VITRINA_ADMIN_TOKEN",
+            help="bearer token for /admin endpoints; set it in the environment (VITRINA_ADMIN_TOKEN), "
+            "since a flag is visible to every local user in `ps`",
+        ),
+    ] = None,
+    model_root: Annotated[
+        Path | None,
+        typer.Option(help="hot swaps may load bundles only from this folder (default: MODEL_DIR's parent)"),
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="largest request body accepted")] = 1 << 20,
     load_in_background: Annotated[
@@ -66,7 +75,7 @@ def serve(
 
     from vitrina.serving.app import create_app
     from vitrina.serving.schemas import Exploration
-    from vitrina.serving.service import Settings
+    from vitrina.serving.service import Service, Settings
 
     if sqlite_sync not in ("full", "normal"):
         raise typer.BadParameter(
@@ -89,6 +98,7 @@ def serve(
         max_history=max_history,
         ann=ann,
         admin_token=admin_token,
+        model_root=model_root,
         max_body_bytes=max_body_bytes,
         exploration=policy,
     )
@@ -96,7 +106,11 @@ def serve(
     import torch
 
     torch.set_num_threads(torch_threads)
-    app = create_app(settings, background_load=load_in_background)
+    if load_in_background:
+        app = create_app(settings, background_load=True)
+    else:  # load before the server starts, so a bad bundle or catalogue is one error line, not a traceback
+        service = Service.from_settings(settings)
+        app = create_app(settings, build=lambda _: service)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     typer.echo(f"vitrina: serving {model_dir} at {url} (API docs: {url}/docs); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

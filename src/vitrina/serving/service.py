@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vitrina.errors import ConfigError
+from vitrina.errors import ConfigError, VitrinaError
 from vitrina.experiments.schema import EXPOSURE
 from vitrina.serving.batching import ScoreBatcher
 from vitrina.serving.bundle import ModelBundle
@@ -38,6 +38,11 @@ from vitrina.serving.schemas import (
 from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 from vitrina.serving.variants import Assigner, ExperimentPlan, read_plan
 
+
+class OutsideModelRoot(VitrinaError):
+    """A hot swap named a bundle outside the folder the service may load models from."""
+
+
 #: experiment name of exploration exposures for users in no experiment (variant: the policy spec)
 EXPLORATION_EXPERIMENT = "exploration"
 
@@ -57,6 +62,8 @@ class Settings:
     max_history: int = 200
     ann: bool = False
     admin_token: str | None = None
+    #: hot swaps load bundles only from inside this folder (default: the folder holding model_dir)
+    model_root: Path | None = None
     max_body_bytes: int = 1 << 20
     exploration: Exploration = field(default_factory=Exploration)
 
@@ -356,8 +363,12 @@ class Service:
     def swap(self, model_dir: Path, variant: str | None) -> tuple[str, str]:
         """Load a bundle and replace the default (or ``experiment/variant``) model; returns versions.
 
-        A bundle that fails to load raises and leaves the serving model untouched.
+        A bundle that fails to load raises and leaves the serving model untouched; one outside the
+        model root raises :class:`OutsideModelRoot` without being read.
         """
+        root = (self.settings.model_root or self.settings.model_dir.parent).resolve()
+        if not model_dir.resolve().is_relative_to(root):
+            raise OutsideModelRoot(f"model_dir {str(model_dir)!r}: outside the model root {str(root)!r}")
         with self._swap_lock:
             if variant is not None:
                 exp, _, var = variant.partition("/")
