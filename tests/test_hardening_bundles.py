@@ -233,3 +233,13 @@ def test_serve_on_a_bad_bundle_is_one_line(saved: dict[str, Path], tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and "users.parquet: checksum mismatch" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_event_label_cardinality_is_bounded(client: TestClient) -> None:
+    from vitrina.serving.metrics import MAX_EVENT_LABELS
+
+    for i in range(MAX_EVENT_LABELS + 30):
+        r = client.post("/events", json={"events": [{"user_id": "u", "event": f"e{i}", "item_id": 1}]})
+        assert r.status_code == 200, r.text
+    lines = [x for x in client.get("/metrics").text.splitlines() if x.startswith("vitrina_events_total{")]
+    assert len(lines) <= MAX_EVENT_LABELS + 1 and any('event="other"' in x for x in lines)

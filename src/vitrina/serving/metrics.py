@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+#: distinct ``event`` label values in vitrina_events_total (one more: ``other``)
+MAX_EVENT_LABELS = 64
+OTHER_EVENTS = "other"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -44,7 +47,11 @@ class Metrics:
             self._fallbacks[reason] += 1
 
     def events(self, kind: str, n: int) -> None:
+        """Count events by name; past ``MAX_EVENT_LABELS`` distinct names the rest count as
+        ``other``, so clients choosing event names cannot grow the series without bound."""
         with self._lock:
+            if kind not in self._events and len(self._events) >= MAX_EVENT_LABELS:
+                kind = OTHER_EVENTS
             self._events[kind] += n
 
     def swap(self, outcome: str) -> None:
