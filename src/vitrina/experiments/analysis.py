@@ -256,9 +256,10 @@ def _sequential(
         eff, var = np.asarray(est.effect), np.asarray(est.se) ** 2
         ok = np.isfinite(eff) & np.isfinite(var) & (var > 0)
         res = msprt(np.where(ok, eff, 0.0), np.where(ok, var, 1e300), design.mde_absolute, spec.alpha)
-        return SequentialPath(
-            treatment, "mSPRT", days, eff, np.sqrt(var), res.p_value, res.ci_low, res.ci_high
-        )
+        # No confidence sequence: the daily estimand of a cumulative per-unit metric drifts (it grows
+        # with exposure time), so an interval intersected across looks is not valid for any fixed
+        # effect (the audit saw [0.844, 0.720] around a truth of 0.988); only the p-value is kept.
+        return SequentialPath(treatment, "mSPRT", days, eff, np.sqrt(var), res.p_value, None, None)
     planned_days = 7 * (design.duration_weeks or spec.max_weeks)
     if n_days > planned_days:
         raise DataValidationError(

@@ -59,7 +59,7 @@ def _plot_sequential(analysis: Analysis, path: Path) -> None:
             top.fill_between(s.days, s.ci_low, s.ci_high, alpha=0.2)
         bottom.plot(s.days, s.p_value, marker=".", label=f"{s.variant} ({s.method})")
     top.axhline(0, color="black", linewidth=0.8)
-    top.set_ylabel("effect (confidence sequence)")
+    top.set_ylabel("effect at each look")
     bottom.axhline(analysis.design.spec.alpha, color="grey", linestyle="--", label="alpha")
     bottom.set(yscale="log", ylabel="sequential p-value", xlabel="day")
     bottom.legend()
