@@ -30,7 +30,7 @@ import polars as pl
 import torch
 
 from vitrina.models.implicit_mf import ALS
-from vitrina.serving.ann import AnnIndex
+from vitrina.serving.ann import AnnIndex, exact_topk
 
 
 def _median_ms(fn: object, repeat: int) -> float:
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--expansion-search", default="1024", help="comma-separated HNSW search widths")
+    parser.add_argument("--exact-only", action="store_true", help="skip the HNSW index: exact scan only")
     parser.add_argument("--share", type=float, default=0.01, help="catalogue share the category filter keeps")
     args = parser.parse_args()
 
@@ -93,7 +94,7 @@ def main() -> None:
     in_category = category == chosen
 
     t = time.perf_counter()
-    index = AnnIndex(vectors)
+    index = None if args.exact_only else AnnIndex(vectors)
     build_s = time.perf_counter() - t
     rng = np.random.default_rng(0)
     users = rng.choice(len(model.users_), size=min(args.queries, len(model.users_)), replace=False)
@@ -105,26 +106,25 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; {len(users)} users, k={args.k}\n",
         flush=True,
     )
-    print("| filter | path | recall@k vs exact | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|", flush=True)
-    everything = np.ones(n_items, dtype=bool)
-    cases = [
-        ("none", everything, index.exact_below),
-        (f"category {chosen}: {in_category.mean():.2%} of items", in_category, index.exact_below),
-        (f"category {chosen}: {in_category.mean():.2%} of items", in_category, 0),
-    ]
-    for label, base, exact_below in cases:
-        index.exact_below = exact_below
-        recall, lat = served_recall(index, queries, seen, base, args.k)
-        path = "index" if base.sum() > exact_below else "exact (mask below exact_below)"
-        print(
-            f"| {label} | {path} | {recall:.4f} | {np.median(lat):.2f} | {np.percentile(lat, 99):.2f} |",
-            flush=True,
-        )
+    if index is not None:
+        print("| filter | path | ef_search | recall@k vs exact | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|---|", flush=True)
+        small = f"category {chosen}: {in_category.mean():.2%} of items"
+        served = index.exact_below
+        cases = [("none", np.ones(n_items, dtype=bool), served), (small, in_category, served)]
+        cases += [(small, in_category, 0)]  # the index forced on
+        for ef in (int(x) for x in args.expansion_search.split(",")):
+            index.index.expansion_search = ef
+            for label, base, exact_below in cases:
+                index.exact_below = exact_below
+                recall, lat = served_recall(index, queries, seen, base, args.k)
+                path = "index" if base.sum() > exact_below else "exact (mask below exact_below)"
+                p50, p99 = np.median(lat), np.percentile(lat, 99)
+                print(f"| {label} | {path} | {ef} | {recall:.4f} | {p50:.2f} | {p99:.2f} |", flush=True)
 
     repeat = 20
     read_ms = _median_ms(lambda: vectors.sum(), repeat)
-    exact_ms = _median_ms(lambda: index.exact(queries[0], args.k), repeat)
+    exact_ms = _median_ms(lambda: exact_topk(vectors, queries[0], args.k), repeat)
     batch = queries[:64]
     batch_ms = _median_ms(lambda: vectors @ batch.T, 5) / len(batch)
     half = torch.from_numpy(vectors).to(torch.bfloat16)
@@ -133,7 +133,7 @@ def main() -> None:
     )
     hits = 0
     for q in queries:
-        exact, _ = index.exact(q, args.k)
+        exact, _ = exact_topk(vectors, q, args.k)
         approx = torch.topk((half @ torch.from_numpy(q).to(torch.bfloat16)).float(), args.k).indices.numpy()
         hits += len(set(exact.tolist()) & set(approx.tolist()))
     gbs = vectors.nbytes / read_ms / 1e6
