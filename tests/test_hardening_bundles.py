@@ -243,3 +243,10 @@ def test_event_label_cardinality_is_bounded(client: TestClient) -> None:
         assert r.status_code == 200, r.text
     lines = [x for x in client.get("/metrics").text.splitlines() if x.startswith("vitrina_events_total{")]
     assert len(lines) <= MAX_EVENT_LABELS + 1 and any('event="other"' in x for x in lines)
+
+
+@pytest.mark.parametrize("k", [True, "5", 5.0, "52.5", None])
+def test_k_is_strictly_an_integer(client: TestClient, k: object) -> None:
+    """No coercion: `true` is not 1 and `"5"` is not 5 (issue 12)."""
+    r = client.post("/recommend", json={"user_id": 1, "k": k})
+    assert r.status_code == 422 and "k" in r.json()["detail"], r.text

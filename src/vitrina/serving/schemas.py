@@ -105,7 +105,7 @@ def _exploration(value: object) -> object:
 
 
 class RecommendRequest(_Target):
-    k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description=f"number of items, 1..{MAX_K}")
     exploration: Annotated[Exploration, BeforeValidator(_exploration)] | None = Field(
         None,
         description="'off', 'epsilon:E' or 'softmax:T' (or the object); overrides the service default",
@@ -152,7 +152,7 @@ class Carousel(_Body):
 
 class SlateRequest(_Target):
     carousels: list[Carousel] = Field(min_length=1, max_length=50)
-    k: int = Field(10, ge=1, le=100, description="items per carousel")
+    k: int = Field(10, ge=1, le=100, strict=True, description="items per carousel")
     allow_duplicates: bool = Field(False, description="let an item appear in several carousels")
     rank_carousels: bool = Field(True, description="order carousels by their value to the user")
 
@@ -218,7 +218,7 @@ class SimilarRequest(_Body):
     """Items similar to one item (a product page's carousel); no user needed."""
 
     item_id: Id
-    k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description=f"number of items, 1..{MAX_K}")
     filters: Filters = Field(
         default_factory=lambda: Filters(exclude_seen=False),
         description="business rules as in /recommend (there is no user, so nothing is 'seen')",
