@@ -178,3 +178,17 @@ def test_duration_forecast_saturates_on_a_finite_population() -> None:
     actual = log["unit_id"].n_unique()
     power_law = design.history.users_a * 56**design.history.users_b
     assert abs(design.weeks[7].units / actual - 1) < 0.15 < abs(power_law / actual - 1)
+
+
+def test_several_treatments_are_corrected_across_arms() -> None:
+    spec = SPEC.model_copy(update={"variants": {"control": 0.34, "a": 0.33, "b": 0.33}, "guardrails": ()})
+    rng = np.random.default_rng(5)
+    arms = ["control", "a", "b"] * 100
+    log = _log(arms, [int(rng.poisson(2 + 0.3 * (v != "control"))) for v in arms])
+    result = analyze(log, _design(spec))
+    primary = [r for r in result.results if r.role == "primary"]
+    raw = np.array([float(r.estimate.p_value) for r in primary if r.estimate is not None])
+    np.testing.assert_allclose(
+        [r.p_decision for r in primary],
+        np.minimum(1, np.maximum.accumulate(np.sort(raw) * [2, 1])[np.argsort(np.argsort(raw))]),
+    )

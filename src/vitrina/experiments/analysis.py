@@ -375,6 +375,9 @@ def analyze(
             path = _sequential(design, clean, units, variant, seed)
             sequential.append(path)
             p_decision[i] = float(path.p_value[-1])
+    primary_rows = np.array([r[1] == "primary" for r in rows])
+    if primary_rows.sum() > 1:  # several treatments each against control: Holm across the arms
+        p_decision[primary_rows] = holm(p_decision[primary_rows])
     results = tuple(
         MetricResult(m, role, v, method, est, float(ph), float(pb), float(pd), segment, why)
         for (m, role, v, method, est, segment, why), ph, pb, pd in zip(

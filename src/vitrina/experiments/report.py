@@ -105,7 +105,8 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> Path:
         "## Effects",
         "",
         "Effect = treatment - control. `p (decision)`: the p-value the rule uses (primary: raw or "
-        f"sequential; guardrails: {spec.correction}; segments: BH). Holm and BH are across all primary and "
+        "sequential, Holm-adjusted across treatment arms when there are several; "
+        f"guardrails: {spec.correction}; segments: BH). Holm and BH are across all primary and "
         "guardrail tests.",
         "",
         "| role | metric | variant | method | control | treatment | effect | CI low | CI high | rel. | "
