@@ -22,6 +22,18 @@ SMALL: dict[str, dict[str, object]] = {
     "ease": {"l2": 200.0},
     "als": {"factors": 16, "iterations": 5, "seed": 3},
     "bpr": {"factors": 16, "iterations": 20, "seed": 3},
+    # time-aware sequential models (the other sequential ones: tests/test_sequential_model.py)
+    **{
+        name: {
+            "n_factors": 16,
+            "n_negatives": 16,
+            "max_len": 20,
+            "epochs": 1,
+            "dropout": 0.0,
+            "verbose": False,
+        }
+        for name in ("hstu", "fuxi-alpha")
+    },
 }
 BAD: dict[str, tuple[dict[str, object], str]] = {
     "popular": ({"days": -1.0}, "days"),
@@ -29,6 +41,8 @@ BAD: dict[str, tuple[dict[str, object], str]] = {
     "ease": ({"l2": -5.0}, "l2"),
     "als": ({"factors": 0}, "factors"),
     "bpr": ({"learning_rate": 0.0}, "learning_rate"),
+    "hstu": ({"dropout": 1.5}, "dropout"),
+    "fuxi-alpha": ({"layers": "ligr"}, "use_time"),
 }
 NAMES = list(SMALL)
 EXACT_HISTORY = {"popular", "itemknn", "ease"}  # ALS: float32 round-off only; BPR: a fold-in approximation
@@ -56,6 +70,14 @@ def fitted(ratings: pl.DataFrame) -> dict[str, Recommender]:
 def _history(ratings: pl.DataFrame, user: int) -> list[int]:
     return (
         ratings.filter(pl.col("user_id") == user).sort("timestamp", maintain_order=True)["item_id"].to_list()
+    )
+
+
+def _times(ratings: pl.DataFrame, user: int) -> list[int]:
+    return (
+        ratings.filter(pl.col("user_id") == user)
+        .sort("timestamp", maintain_order=True)["timestamp"]
+        .to_list()
     )
 
 
@@ -134,7 +156,10 @@ def test_history_matches_known_user(name: str, ratings: pl.DataFrame, fitted: di
     overlaps = []
     for user in USERS:
         by_user = model.recommend([user], 10)
-        by_history = model.recommend_for_history(_history(ratings, user), 10)
+        times = _times(ratings, user) if model.uses_time else None
+        by_history = model.recommend_for_history(_history(ratings, user), 10, timestamps=times)
+        if model.supports_history and model.uses_validation:  # the same network on the same input
+            assert by_history.equals(by_user.drop("user_id"))
         if name in EXACT_HISTORY:
             assert by_history.equals(by_user.drop("user_id"))
         elif name == "als":

@@ -104,6 +104,15 @@ class Dataset:
         return self.item_idx[self.sequence_indptr[user] : self.sequence_indptr[user + 1]]
 
     @cached_property
+    def timestamps(self) -> np.ndarray:
+        """Event times as int64 Unix seconds, aligned with ``item_idx``."""
+        return self.interactions[TIMESTAMP].to_numpy().astype(np.int64)
+
+    def sequence_times(self, user: int) -> np.ndarray:
+        """Times of ``sequence(user)``'s events."""
+        return self.timestamps[self.sequence_indptr[user] : self.sequence_indptr[user + 1]]
+
+    @cached_property
     def item_popularity(self) -> np.ndarray:
         """Number of distinct users per item (length ``n_items``)."""
         return np.asarray(self.seen.sum(axis=0)).ravel()

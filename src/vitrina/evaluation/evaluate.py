@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from vitrina.data.columns import ITEM, USER
+from vitrina.data.columns import ITEM, TIMESTAMP, USER
 from vitrina.data.dataset import Dataset
 from vitrina.metrics import compute_metrics, per_user_metrics
 from vitrina.models.base import Recommender
@@ -27,6 +27,7 @@ class Truth:
     users: np.ndarray  # internal user indices, sorted
     matrix: sp.csr_matrix  # len(users) x (n_items + 1)
     n_cold_events: int
+    first_times: np.ndarray  # each user's earliest held-out event time (the request time)
 
 
 def build_truth(train: Dataset, test: pl.DataFrame) -> Truth:
@@ -41,14 +42,21 @@ def build_truth(train: Dataset, test: pl.DataFrame) -> Truth:
     m = sp.csr_matrix((np.ones(len(u), np.float32), (rows, i)), shape=(len(users), train.n_items + 1))
     m.sum_duplicates()
     m.data[:] = 1.0
-    return Truth(users, m, int(cold.sum()))
+    first = np.full(len(users), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, rows, test[TIMESTAMP].to_numpy()[known_user].astype(np.int64))
+    return Truth(users, m, int(cold.sum()), first)
 
 
-def recommend_for_eval(model: Recommender, history: Dataset, users: np.ndarray, k: int) -> np.ndarray:
-    """Top-k for evaluated users; models trained with a validation part rank from full histories."""
+def recommend_for_eval(model: Recommender, history: Dataset, truth: Truth, k: int) -> np.ndarray:
+    """Top-k for evaluated users; models trained with a validation part rank from full histories
+    (with their event times for models that read time, and the held-out event's time as the
+    request time, which only a model with ``request_time`` reads)."""
+    users = truth.users
     if model.uses_validation:
         histories = [history.sequence(u) for u in users]
-        idx, _ = model.recommend_histories_indices(histories, k)
+        times = [history.sequence_times(u) for u in users] if model.uses_time else None
+        requests = [int(t) for t in truth.first_times] if model.uses_time else None
+        idx, _ = model.recommend_histories_indices(histories, k, times=times, requests=requests)
     else:
         idx, _ = model.recommend_indices(users, k)
     return idx
@@ -101,7 +109,7 @@ def evaluate(
     confidence interval (coverage, a catalogue-level metric, gets none).
     """
     start = time.perf_counter()
-    topk = recommend_for_eval(model, history, truth.users, k)
+    topk = recommend_for_eval(model, history, truth, k)
     seconds = time.perf_counter() - start
     inputs: dict[str, Any] = {
         "k": k,

@@ -45,6 +45,11 @@ class Recommender(ABC):
     #: whether a one-item history's scores mean item-item similarity (not so for popularity)
     item_to_item: ClassVar[bool] = True
 
+    @property
+    def uses_time(self) -> bool:
+        """Whether the model reads event times (then it needs data with real timestamps)."""
+        return False
+
     users_: IdMap
     items_: IdMap
     seen_: sp.csr_matrix
@@ -159,15 +164,29 @@ class Recommender(ABC):
         *,
         exclude_seen: bool = True,
         allowed: np.ndarray | None = None,
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k for chronological item-index histories (unknown items already removed), batched."""
+        """Top-k for chronological item-index histories (unknown items already removed), batched.
+
+        ``times`` (each history's event times) and ``requests`` (each request's time) reach only
+        models that read time (``uses_time``); other models ignore them."""
         self._check_fitted()
         n_items = len(self.items_)
+        timed = self.uses_time and times is not None
+
+        def when(a: int, b: int) -> tuple[Any, ...]:
+            # times reach only models that read them; the others keep their one-argument signature
+            if not timed:
+                return ()
+            assert times is not None
+            return (times[a:b], requests[a:b] if requests else None)
+
         return self._rank(
             len(histories),
             k,
-            lambda a, b: self._history_queries(list(histories[a:b])),
-            lambda a, b: self._score_histories(list(histories[a:b])),
+            lambda a, b: self._history_queries(list(histories[a:b]), *when(a, b)),
+            lambda a, b: self._score_histories(list(histories[a:b]), *when(a, b)),
             (lambda a, b: history_matrix(list(histories[a:b]), n_items)) if exclude_seen else None,
             allowed,
         )
@@ -272,10 +291,13 @@ class Recommender(ABC):
         exclude_seen: bool = True,
         allow_items: Iterable[Any] | None = None,
         deny_items: Iterable[Any] | None = None,
+        timestamps: Sequence[float] | None = None,
+        request_time: float | None = None,
     ) -> pl.DataFrame:
         """Top-k for a chronological history of external item ids given now (unknown ids ignored).
 
-        Returns ``item_id, score, rank``.
+        ``timestamps`` (Unix seconds, one per item) and ``request_time`` are read by models that
+        use time (``uses_time``; without times every gap counts as 0). Returns ``item_id, score, rank``.
         """
         self._check_fitted()
         if not self.supports_history:
@@ -283,8 +305,18 @@ class Recommender(ABC):
         k = check_k(k)
         items = id_list(items, "items", "recommend_for_history([50, 172], k=10)")
         hist = self.items_.to_internal(pl.Series(items, dtype=self.items_.dtype, strict=False), strict=False)
+        times = None
+        if timestamps is not None:
+            if len(timestamps) != len(hist):
+                raise DataValidationError(f"timestamps: {len(timestamps)} values for {len(hist)} items")
+            times = [np.asarray(timestamps, dtype=np.int64)[hist >= 0]]
         idx, val = self.recommend_histories_indices(
-            [hist[hist >= 0]], k, exclude_seen=exclude_seen, allowed=self.item_mask(allow_items, deny_items)
+            [hist[hist >= 0]],
+            k,
+            exclude_seen=exclude_seen,
+            allowed=self.item_mask(allow_items, deny_items),
+            times=times,
+            requests=[None if request_time is None else int(request_time)],
         )
         return self._to_frame(pl.Series(USER, [None]), idx, val).drop(USER)
 

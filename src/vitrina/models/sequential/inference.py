@@ -29,16 +29,26 @@ def pad_left(seqs: Sequence[np.ndarray], width: int | None = None) -> np.ndarray
 
 @torch.inference_mode()
 def last_hidden(
-    encoder: SequenceEncoder, seqs: Sequence[np.ndarray], causal: bool, device: torch.device
+    encoder: SequenceEncoder,
+    seqs: Sequence[np.ndarray],
+    causal: bool,
+    device: torch.device,
+    times: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> torch.Tensor:
     """Hidden state (n x dim) at the last position of each token sequence; sequences are grouped by
-    length so that a forward pass pads only to the longest of similar-length neighbours."""
+    length so that a forward pass pads only to the longest of similar-length neighbours.
+    ``times``: (key, query) times of each sequence, for blocks with time channels."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
     out = torch.empty(len(seqs), encoder.dim, device=device)
     for start in range(0, len(seqs), _ROWS):
         rows = order[start : start + _ROWS]
         tokens = torch.from_numpy(pad_left([seqs[i] for i in rows])).to(device)
-        out[torch.from_numpy(rows).to(device)] = encoder(tokens, causal)[:, -1]
+        width = tokens.shape[1]
+        timed = [
+            torch.from_numpy(pad_left([times[i][part] for i in rows], width)).to(device)
+            for part in (range(2) if times is not None else ())
+        ]
+        out[torch.from_numpy(rows).to(device)] = encoder(tokens, causal, None, None, *timed)[:, -1]
     return out
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from vitrina.data.dataset import Dataset
-from vitrina.errors import ConfigError
+from vitrina.errors import ConfigError, ModelLoadError
 from vitrina.models.base import Recommender
 from vitrina.models.sequential.ddp import DistContext
 from vitrina.models.sequential.inference import last_hidden, pad_left
-from vitrina.models.sequential.layers import LayersName
+from vitrina.models.sequential.layers import TIME_LAYERS, LayersName
 from vitrina.models.sequential.losses import LossName, build_loss
 from vitrina.models.sequential.network import SequenceEncoder
 from vitrina.models.sequential.objectives import MaskedItem, Objective, ObjectiveName, ShiftedSequence
@@ -45,6 +45,12 @@ class SequentialTransformer(Recommender):
     epoch) is saved after every epoch; ``resume=True`` continues from that file when it exists, so a
     killed run ends as the uninterrupted one would (it refuses a checkpoint of other data or
     settings; ``epochs``, ``patience``, ``verbose`` and ``device`` may change).
+
+    Time: ``use_time`` (blocks ``hstu`` and ``fuxi`` only) feeds each event's timestamp (Unix
+    seconds) to their time channels; a position never sees the time of the event it predicts
+    unless ``request_time`` is set, which asks from the predicted event's time (the request time
+    in serving; offline, the held-out event's time). Histories scored without times count every
+    gap as 0.
     """
 
     supports_history = True
@@ -76,6 +82,8 @@ class SequentialTransformer(Recommender):
         patience: int = 50,
         refit: bool = False,
         pack: bool = True,
+        use_time: bool = False,
+        request_time: bool = False,
         seed: int = 0,
         device: str = "auto",
         verbose: bool = True,
@@ -103,6 +111,8 @@ class SequentialTransformer(Recommender):
         self.patience = patience
         self.refit = refit
         self.pack = pack
+        self.use_time = use_time
+        self.request_time = request_time
         self.seed = seed
         self.device = device
         self.verbose = verbose
@@ -129,6 +139,16 @@ class SequentialTransformer(Recommender):
                 "one of " + ", ".join(get_args(NegativesPer)),
             ),
         }
+        checks["use_time"] = (
+            self.use_time,
+            not self.use_time or self.layers in TIME_LAYERS,
+            f"false unless layers is one of {', '.join(TIME_LAYERS)} (layers={self.layers!r})",
+        )
+        checks["request_time"] = (
+            self.request_time,
+            not self.request_time or self.use_time,
+            "false without use_time",
+        )
         for name, (value, ok, allowed) in checks.items():
             if not ok:
                 raise ConfigError(f"{type(self).__name__}: {name} must be {allowed}, got {value!r}")
@@ -147,8 +167,15 @@ class SequentialTransformer(Recommender):
 
     def _build_objective(self, n_items: int) -> Objective:
         if self.objective == "shifted":
-            return ShiftedSequence(self.max_len)
-        return MaskedItem(self.max_len, self.mask_prob, mask_token=n_items + 1)
+            return ShiftedSequence(self.max_len, self.request_time)
+        return MaskedItem(
+            self.max_len, self.mask_prob, mask_token=n_items + 1, request_time=self.request_time
+        )
+
+    @property
+    def uses_time(self) -> bool:
+        """Whether the model reads event times (and so needs data with real timestamps)."""
+        return self.use_time
 
     def build_parts(self, n_items: int, item_counts: np.ndarray) -> Parts:
         """The parts this configuration names, for a catalogue of ``n_items`` (``item_counts``:
@@ -172,10 +199,18 @@ class SequentialTransformer(Recommender):
         if validation is not None and validation.interactions.height:
             users = validation.user_idx
             objective = self._build_objective(data.n_items)
+            val_times = None
+            if self.use_time:
+                requests = validation.timestamps
+                val_times = [
+                    objective.inference_times(data.sequence_times(u), int(r))
+                    for u, r in zip(users, requests, strict=True)
+                ]
             val = ValidationSet(
                 [objective.inference_tokens(data.sequence(u)) for u in users],
                 validation.item_idx.astype(np.int64),
                 data.seen[users],
+                val_times,
             )
         opts = TrainOptions(
             self.epochs,
@@ -222,9 +257,14 @@ class SequentialTransformer(Recommender):
         self.network_, self.objective_ = parts.encoder, parts.objective
         width = self.max_len + self.objective_.extra
         rows = pad_left([data.sequence(u) + 1 for u in range(data.n_users)], width)
-        rows = rows[(rows > 0).sum(1) >= 1 + self.objective_.extra]  # at least one (input, target) pair
+        keep = (rows > 0).sum(1) >= 1 + self.objective_.extra  # at least one (input, target) pair
+        rows = rows[keep]
+        self.history_times_ = data.timestamps  # the saved users' event times, for scoring them
+        times = None
+        if self.use_time:
+            times = pad_left([data.sequence_times(u) for u in range(data.n_users)], width)[keep]
         opts = replace(opts, fingerprint=self._fingerprint(rows, val))
-        summary = train(parts, rows, val, opts, self.seed, device, ctx)
+        summary = train(parts, rows, val, opts, self.seed, device, ctx, times)
         self.network_.to("cpu").eval()
         return summary
 
@@ -243,27 +283,57 @@ class SequentialTransformer(Recommender):
 
     # ----------------------------------------------------------------- scoring
     # score = last hidden state · tied item embedding, no bias or scale; the vectors serve ANN retrieval
-    def _hidden(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        tokens = [self.objective_.inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories]
-        return last_hidden(self.network_, tokens, self.objective_.causal, torch.device("cpu"))
+    def _user_times(self, user: int) -> np.ndarray:
+        return self.history_times_[self.history_indptr_[user] : self.history_indptr_[user + 1]]
 
-    def _score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        hidden = self._hidden(histories)
+    def _hidden(
+        self,
+        histories: Sequence[np.ndarray],
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
+    ) -> torch.Tensor:
+        tokens = [self.objective_.inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories]
+        timed = None
+        if self.use_time:  # without times every gap counts as 0
+            given = times if times is not None else [np.zeros(len(h), np.int64) for h in histories]
+            asked = requests if requests is not None else [None] * len(histories)
+            timed = [
+                self.objective_.inference_times(np.asarray(t, dtype=np.int64), r)
+                for t, r in zip(given, asked, strict=True)
+            ]
+        return last_hidden(self.network_, tokens, self.objective_.causal, torch.device("cpu"), timed)
+
+    def _score_histories(
+        self,
+        histories: Sequence[np.ndarray],
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
+        hidden = self._hidden(histories, times, requests)
         with torch.inference_mode():
             return (hidden @ self.network_.item_weights().T).numpy()
 
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._score_histories([self.user_history(int(u)) for u in user_idx])
+        users = [int(u) for u in user_idx]
+        times = [self._user_times(u) for u in users] if self.use_time else None
+        return self._score_histories([self.user_history(u) for u in users], times)
 
     def _item_matrix(self) -> np.ndarray:
         with torch.inference_mode():
             return self.network_.item_weights().numpy()
 
     def _user_queries(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._hidden([self.user_history(int(u)) for u in user_idx]).numpy()
+        users = [int(u) for u in user_idx]
+        times = [self._user_times(u) for u in users] if self.use_time else None
+        return self._hidden([self.user_history(u) for u in users], times).numpy()
 
-    def _history_queries(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return self._hidden(histories).numpy()
+    def _history_queries(
+        self,
+        histories: Sequence[np.ndarray],
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
+        return self._hidden(histories, times, requests).numpy()
 
     def item_vectors(self) -> np.ndarray:
         """Output item embeddings (n_items x n_factors, float32) in catalogue order, without the
@@ -275,16 +345,24 @@ class SequentialTransformer(Recommender):
     def user_vectors(self, user_idx: np.ndarray) -> np.ndarray:
         """Last hidden state (len(user_idx) x n_factors) over each known user's saved sequence."""
         self._check_fitted()
-        return self.history_vectors([self.user_history(int(u)) for u in np.asarray(user_idx)])
+        users = [int(u) for u in np.asarray(user_idx)]
+        times = [self._user_times(u) for u in users] if self.use_time else None
+        return self.history_vectors([self.user_history(u) for u in users], times)
 
-    def history_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Last hidden state (len(histories) x n_factors) of each item-index history."""
+    def history_vectors(
+        self, histories: Sequence[np.ndarray], times: Sequence[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Last hidden state (len(histories) x n_factors) of each item-index history (``times``:
+        each history's event times, read by models with ``use_time``)."""
         self._check_fitted()
-        return self._hidden(histories).numpy()
+        return self._hidden(histories, times).numpy()
 
     # ----------------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
+        state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
+        if self.use_time:
+            state["history_times"] = self.history_times_
+        return state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         n_items = len(self.items_)
@@ -296,4 +374,8 @@ class SequentialTransformer(Recommender):
         }
         self.network_.load_state_dict(weights, strict=True)
         self.network_.eval()
+        if self.use_time:
+            if "history_times" not in state:
+                raise ModelLoadError("a model with use_time=true was saved without its users' event times")
+            self.history_times_ = state["history_times"]
         self.objective_ = self._build_objective(n_items)

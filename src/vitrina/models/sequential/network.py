@@ -5,6 +5,11 @@ Item row 0 is padding (never scored), rows 1..n_items are catalogue items (inter
 row n_items + 1 is the [MASK] token of the masked objective. Sequences are left-padded, and
 positions are counted from the most recent item backwards, so cutting a batch down to its
 longest sequence never changes what a position means.
+
+Blocks with time channels (``hstu``, ``fuxi``) also read each token's time (``times``, Unix
+seconds) and each query position's time (``query_times``; by default its own event's time, see
+:mod:`~vitrina.models.sequential.objectives`), from which the relative indices are computed once
+per forward pass and shared by the blocks.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from vitrina.models.sequential.layers import LayersName, attention_mask, build_layers
+from vitrina.models.sequential.layers import LayersName, attention_mask, build_layers, relative
 
 PAD = 0
 
@@ -39,8 +44,15 @@ class SequenceEncoder(nn.Module):
         self.pos_emb = nn.Embedding(max_len, dim)
         self.emb_drop = nn.Dropout(dropout)
         self.blocks = build_layers(
-            layers, dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, ffn_mult=ffn_mult
+            layers,
+            dim=dim,
+            n_blocks=n_blocks,
+            n_heads=n_heads,
+            dropout=dropout,
+            ffn_mult=ffn_mult,
+            max_len=max_len,
         )
+        self.max_len = max_len
         self.final_ln = nn.LayerNorm(dim)
         nn.init.normal_(self.item_emb.weight, std=dim**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=dim**-0.5)
@@ -57,13 +69,17 @@ class SequenceEncoder(nn.Module):
         causal: bool,
         segments: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+        query_times: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states (batch x len x dim) of left-padded token ids (batch x len); padded rows are 0.
 
         Packed rows (see :mod:`~vitrina.models.sequential.packing`) pass ``segments`` (attention stays
-        within a segment) and ``positions`` (counted from each segment's last item)."""
+        within a segment) and ``positions`` (counted from each segment's last item). ``times`` and
+        ``query_times`` (batch x len, seconds) feed the time channels of blocks that have them."""
         valid = seq != PAD
-        return self.encode(self.item_emb(seq) * math.sqrt(self.dim), valid, causal, segments, positions)
+        x = self.item_emb(seq) * math.sqrt(self.dim)
+        return self.encode(x, valid, causal, segments, positions, times, query_times)
 
     def encode(
         self,
@@ -72,6 +88,8 @@ class SequenceEncoder(nn.Module):
         causal: bool,
         segments: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+        query_times: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Blocks over input embeddings ``x`` with a bool ``valid`` mask (split out for tests)."""
         if positions is None:
@@ -79,8 +97,11 @@ class SequenceEncoder(nn.Module):
             positions = torch.arange(t - 1, -1, -1, device=x.device)
         h = self.emb_drop(x + self.pos_emb(positions))
         mask = attention_mask(valid, causal, segments)
+        rel = None
+        if any(getattr(b, "relative", False) for b in self.blocks):
+            rel = relative(positions, times, query_times, self.max_len)
         for block in self.blocks:
-            h = block(h, mask)
+            h = block(h, mask, rel) if rel is not None else block(h, mask)
         return self.final_ln(h) * valid.unsqueeze(-1).to(h.dtype)
 
     def item_weights(self) -> torch.Tensor:

@@ -59,11 +59,13 @@ class Parts:
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Inference token sequences, the held-out item of each, and the items to exclude from ranking."""
+    """Inference token sequences, the held-out item of each, and the items to exclude from ranking;
+    for blocks with time channels, the (key, query) times of each sequence."""
 
     tokens: list[np.ndarray]
     targets: np.ndarray
     seen: sp.csr_matrix
+    times: list[tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def epoch_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -99,23 +101,29 @@ def _target_states(
     net: torch.nn.Module,
     packed: bool,
     device: torch.device,
+    times: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> torch.Tensor:
     """Hidden states (positions x dim) at the flat indices ``order`` of ``inputs`` (the positions
     that have a target, row-major); with ``packed`` the network runs on packed rows. Flat index
-    gathers only: boolean indexing and its scatter backward cost more than the network on Beauty."""
+    gathers only: boolean indexing and its scatter backward cost more than the network on Beauty.
+    ``times``: (key, query) times aligned with ``inputs``, for blocks with time channels."""
     causal = parts.objective.causal
     if packed:
         p = pack(inputs)
         tokens, segments, positions = (
             torch.from_numpy(a).to(device) for a in (p.inputs, p.segments, p.positions)
         )
-        out = net(tokens, causal, segments, positions)
+        timed = [
+            torch.from_numpy(np.where(p.source >= 0, t.ravel()[p.source], 0)).to(device) for t in times or ()
+        ]
+        out = net(tokens, causal, segments, positions, *timed)
         real = np.flatnonzero(p.source.ravel() >= 0)
         packed_at = np.empty(inputs.size, dtype=np.int64)  # unpacked flat index -> packed flat index
         packed_at[p.source.ravel()[real]] = real
         order = packed_at[order]
     else:
-        out = net(torch.from_numpy(inputs).to(device), causal)
+        timed = [torch.from_numpy(np.ascontiguousarray(t)).to(device) for t in times or ()]
+        out = net(torch.from_numpy(inputs).to(device), causal, None, None, *timed)
     return out.reshape(-1, out.shape[-1]).index_select(0, torch.from_numpy(order).to(device))
 
 
@@ -128,10 +136,11 @@ def _step_loss(
     net: torch.nn.Module,
     opts: TrainOptions,
     device: torch.device,
+    times: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean loss over this rank's target positions, and their number."""
     order = np.flatnonzero(targets.ravel() >= 0)
-    h = _target_states(parts, inputs, order, net, opts.pack, device)
+    h = _target_states(parts, inputs, order, net, opts.pack, device, times)
     flat = torch.from_numpy(order).to(device)
     tgt = torch.from_numpy(targets).to(device).view(-1).index_select(0, flat)
     weights = parts.encoder.item_weights()
@@ -164,7 +173,8 @@ def validate(parts: Parts, val: ValidationSet, device: torch.device, ctx: DistCo
     """Recall@10 (= HR@10 with one held-out item) and NDCG@10, full catalogue, seen items excluded."""
     parts.encoder.eval()
     part = ctx.shard(len(val.targets))
-    hidden = last_hidden(parts.encoder, val.tokens[part], parts.objective.causal, device)
+    times = val.times[part] if val.times is not None else None
+    hidden = last_hidden(parts.encoder, val.tokens[part], parts.objective.causal, device, times)
     ranks = target_ranks(hidden, parts.encoder.item_weights().detach(), val.targets[part], val.seen[part])
     hit = ranks < K
     sums = torch.tensor([hit.sum(), (hit / np.log2(ranks + 2.0)).sum()], dtype=torch.float64)
@@ -248,8 +258,10 @@ def train(
     seed: int,
     device: torch.device,
     ctx: DistContext,
+    times: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Train ``parts.encoder`` in place on left-padded token ``rows``; return the training summary."""
+    """Train ``parts.encoder`` in place on left-padded token ``rows`` (with their event ``times``,
+    aligned, for blocks with time channels); return the training summary."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     enc = parts.encoder.to(device)
@@ -285,13 +297,21 @@ def train(
                     continue
                 width = int(lengths[idx].max())
                 inputs, targets = parts.objective.make_batch(rows[idx, rows.shape[1] - width :], rng)
-                n_global = int((targets >= 0).sum())
                 mine = ctx.shard(len(idx))
+                timed = None
+                if times is not None:
+                    key, query = parts.objective.batch_times(
+                        times[idx, rows.shape[1] - width :], inputs, targets
+                    )
+                    timed = key[mine], query[mine]
+                n_global = int((targets >= 0).sum())
                 negs = log_q = None
                 if not parts.loss.full_catalogue:
                     negs, log_q = _negatives(parts, targets, mine, opts, gen)
                     negs, log_q = negs.to(device), log_q.to(device)
-                loss, n_local = _step_loss(parts, inputs[mine], targets[mine], negs, log_q, net, opts, device)
+                loss, n_local = _step_loss(
+                    parts, inputs[mine], targets[mine], negs, log_q, net, opts, device, timed
+                )
                 optim.zero_grad(set_to_none=True)
                 (loss * (n_local * ctx.world / n_global)).backward()
                 optim.step()
