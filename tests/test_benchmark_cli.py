@@ -124,6 +124,43 @@ def test_benchmark_temporal_on_a_file(data_home: Path, tmp_path: Path) -> None:
     assert results["split"] == "temporal" and results["runs"][0]["metrics"]["n_users_evaluated"] > 0
 
 
+def test_temporal_benchmark_runs_sequential_models_and_marks_the_front(
+    data_home: Path, tmp_path: Path
+) -> None:
+    """Sequential models (time-aware ones included) on the global time split: validation is the
+    window before the test period, training ends before it; filter counts and the Pareto front
+    are reported."""
+    tiny = "n_factors=8,n_negatives=8,max_len=10,epochs=2,patience=1,verbose=false"
+    _run(
+        [
+            "benchmark",
+            "--dataset",
+            "ml-100k",
+            "--split",
+            "temporal",
+            "--last-days",
+            "60",
+            "--models",
+            f"popular,ease,esasrec:{tiny},hstu:{tiny}",
+            "--no-filter-seen",
+            "--output",
+            str(tmp_path),
+        ]
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    data = results["data"]
+    assert data["validation_events"] > 0 and data["test_removed_cold_users"] > 0
+    assert "test_removed_seen_pairs" not in data  # the filter was switched off
+    runs = {r["model"]: r for r in results["runs"]}
+    assert runs["esasrec"]["epochs_trained"] >= 1 and runs["hstu"]["time_query"] == "history"
+    assert runs["esasrec"]["time_query"] is None
+    points = [(r["metrics"]["coverage@10"], r["metrics"]["ndcg@10"]) for r in results["runs"]]
+    assert [r["pareto_front"] for r in results["runs"]] == [i in pareto_front(points) for i in range(4)]
+    assert any(r["pareto_front"] for r in results["runs"])
+    md = (tmp_path / "results.md").read_text()
+    assert "Pareto front" in md and "**yes**" in md and "cold_users" in md
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -233,7 +233,22 @@ def benchmark(
     cutoff: Annotated[str | None, typer.Option(help="temporal: ISO date/time or Unix seconds")] = None,
     last_days: Annotated[float | None, typer.Option(help="temporal: test on the last N days")] = None,
     validation_days: Annotated[
-        float | None, typer.Option(help="temporal: validation on the N days before")
+        float | None,
+        typer.Option(
+            help="temporal: validation (early stopping) on the N days before", show_default="last-days"
+        ),
+    ] = None,
+    filter_cold_items: Annotated[
+        bool | None,
+        typer.Option(
+            help="temporal: drop test events of items not seen before the test period", show_default="on"
+        ),
+    ] = None,
+    filter_seen: Annotated[
+        bool | None,
+        typer.Option(
+            help="temporal: drop test (user, item) pairs seen before the test period", show_default="on"
+        ),
     ] = None,
     validation_users: Annotated[
         str | None,
@@ -276,6 +291,8 @@ def benchmark(
             cutoff=cutoff,
             last_days=last_days,
             validation_days=validation_days,
+            filter_cold_items=filter_cold_items,
+            filter_seen=filter_seen,
             validation_users=validation_users,
             implicit_threshold=implicit_threshold,
             min_user=min_user,
@@ -319,7 +336,7 @@ def train(
     2,048 random users, the rest trained on). The bundle records its lineage: the data file's
     sha256 and size, the save time, the vitrina version and the validation scores. Under torchrun,
     sequential models train data-parallel and rank 0 saves."""
-    from vitrina.evaluation.benchmark import load_data
+    from vitrina.evaluation.benchmark import check_time, load_data
     from vitrina.evaluation.config import make_config, parse_columns, parse_models
     from vitrina.evaluation.training import data_lineage, fit_on_all
     from vitrina.models.registry import make_model
@@ -341,8 +358,9 @@ def train(
                 "columns": None if columns is None else parse_columns(columns),
             }
         )
-        df, source, _ = load_data(cfg)
         params = dict(runs[0].params)
+        check_time(cfg, [(runs[0].name, make_model(runs[0].name, params))])
+        df, source, _ = load_data(cfg)
         accepted = make_model(runs[0].name, params).get_params()
         if "seed" in accepted:
             params.setdefault("seed", seed)

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -35,13 +35,16 @@ class Split:
     train: pl.DataFrame
     validation: pl.DataFrame
     test: pl.DataFrame
+    #: test events removed by each filter of a temporal split (cold users, cold items, seen pairs)
+    removed: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
-        return {
+        sizes = {
             f"{name}_{what}": value
             for name, df in (("train", self.train), ("validation", self.validation), ("test", self.test))
             for what, value in (("events", df.height), ("users", df[USER].n_unique()))
         }
+        return sizes | {f"test_removed_{why}": n for why, n in self.removed.items()}
 
 
 def _ordered(df: pl.DataFrame) -> pl.DataFrame:
@@ -141,23 +144,28 @@ def temporal_split(
             filter_cold_items=filter_cold_items,
             filter_seen=filter_seen,
         )
-        return Split(
-            inner.train,
-            inner.validation.vstack(inner.test),
-            _restore(_test_part(train, test, filter_cold_items, filter_seen)),
-        )
-    return Split(
-        _restore(train), _restore(val), _restore(_test_part(train, test, filter_cold_items, filter_seen))
-    )
+        kept, removed = _test_part(train, test, filter_cold_items, filter_seen)
+        return Split(inner.train, inner.validation.vstack(inner.test), _restore(kept), removed)
+    kept, removed = _test_part(train, test, filter_cold_items, filter_seen)
+    return Split(_restore(train), _restore(val), _restore(kept), removed)
 
 
-def _test_part(train: pl.DataFrame, test: pl.DataFrame, cold_items: bool, seen: bool) -> pl.DataFrame:
+def _test_part(
+    train: pl.DataFrame, test: pl.DataFrame, cold_items: bool, seen: bool
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Test events of users known in train (optionally also without cold items and seen pairs),
+    and how many events each filter removed, in that order."""
+    removed = {}
+    before = test.height
     test = test.join(train.select(USER).unique(), on=USER, how="semi")
+    removed["cold_users"], before = before - test.height, test.height
     if cold_items:
         test = test.join(train.select(ITEM).unique(), on=ITEM, how="semi")
+        removed["cold_items"], before = before - test.height, test.height
     if seen:
         test = test.join(train.select(USER, ITEM).unique(), on=[USER, ITEM], how="anti")
-    return test
+        removed["seen_pairs"] = before - test.height
+    return test, removed
 
 
 def user_ratio_split(

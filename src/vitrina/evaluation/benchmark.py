@@ -30,7 +30,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vitrina import __version__
-from vitrina.data.columns import ITEM, USER, WEIGHT
+from vitrina.data.columns import ITEM, TIMESTAMP, USER, WEIGHT
 from vitrina.data.datasets import DATASETS, resolve
 from vitrina.data.features import item_features_for
 from vitrina.data.filtering import k_core, to_implicit
@@ -40,7 +40,7 @@ from vitrina.errors import ConfigError, DataValidationError
 from vitrina.evaluation.api import fit_on_split, history_of, popular_expectation, score_on_split
 from vitrina.evaluation.config import DEFAULT_COLUMNS, BenchmarkConfig
 from vitrina.evaluation.defaults import EXTENSIONS
-from vitrina.evaluation.report import pareto_plot, results_markdown
+from vitrina.evaluation.report import pareto_front, pareto_plot, results_markdown
 from vitrina.models.base import Recommender
 from vitrina.models.registry import make_model
 
@@ -89,9 +89,51 @@ def make_split(config: BenchmarkConfig, df: pl.DataFrame) -> Split:
     cutoff: Any = config.cutoff
     if cutoff is not None and cutoff.lstrip("-").replace(".", "", 1).isdigit():
         cutoff = float(cutoff)
+    validation_days = config.validation_days if config.validation_days is not None else config.last_days
+    if validation_days is None:  # a cutoff date: validate on as many days before it as the test spans
+        t = temporal_split(df, cutoff=cutoff, filter_cold_items=False, filter_seen=False)
+        validation_days = (float(df[TIMESTAMP].max()) - float(t.test[TIMESTAMP].min())) / 86_400 or 1.0
     return temporal_split(
-        df, cutoff=cutoff, last_days=config.last_days, validation_days=config.validation_days
+        df,
+        cutoff=cutoff,
+        last_days=config.last_days,
+        validation_days=validation_days,
+        filter_cold_items=config.filter_cold_items,
+        filter_seen=config.filter_seen,
     )
+
+
+_ORDER_ONLY_FORMATS = ("s3rec", "pairs")  # their ``timestamp`` is the position of an event
+
+
+def has_time(dataset: str, fmt: str | None) -> bool:
+    """Whether a registered dataset (or a file of format ``fmt``) holds real event times."""
+    if dataset in DATASETS:
+        return DATASETS[dataset].has_time
+    return fmt not in _ORDER_ONLY_FORMATS
+
+
+def check_time(config: BenchmarkConfig, models: list[tuple[str, Recommender]]) -> None:
+    """Refuse, before any training, a model that reads event times on data that has only their order."""
+    if has_time(config.dataset, config.format):
+        return
+    for name, model in models:
+        if model.uses_time:
+            with_time = [n for n, spec in DATASETS.items() if spec.has_time]
+            raise ConfigError(
+                f"model '{name}' reads event times (use_time=true), but dataset '{config.dataset}' has "
+                f"only the order of events; use a dataset with timestamps ({', '.join(with_time)}) or "
+                f"run '{name}:use_time=false'"
+            )
+
+
+def mark_pareto_front(runs: list[dict[str, Any]], k: int) -> None:
+    """Set each run's ``pareto_front``: True when no other run of the benchmark has both NDCG@k
+    and Coverage@k at least as high, one of them higher."""
+    points = [(r["metrics"][f"coverage@{k}"], r["metrics"][f"ndcg@{k}"]) for r in runs]
+    front = set(pareto_front(points))
+    for i, run in enumerate(runs):
+        run["pareto_front"] = i in front
 
 
 @dataclass(frozen=True)
@@ -147,6 +189,7 @@ def run_benchmark(
     """
     console = console or Console(stderr=True, log_path=False)
     planned = plan_models(config, models)
+    check_time(config, [(p.name, p.model) for p in planned])
     if config.output is not None:
         _prepare_output(config.output)
     with _step(console, f"loading {escape(config.dataset)}"):
@@ -197,6 +240,7 @@ def run_benchmark(
                 )
             raise
         results["runs"].append(record)
+        mark_pareto_front(results["runs"], config.k)
     console.print(results_table(results, console.width))
     if config.output is not None:
         write_results(results, config.output)
@@ -232,6 +276,11 @@ def _run_one(
         "fit_seconds": round(fit_seconds, 3),
         "recommend_seconds": round(result.recommend_seconds, 3),
         "test_events_cold_items": n_cold,
+        # which time a time-reading model scores from: the history's own ("history", the default)
+        # or the held-out event's ("request", the request_time option); None: reads no time
+        "time_query": ("request" if model.get_params().get("request_time") else "history")
+        if model.uses_time
+        else None,
     }
     if result.ci95:
         record["ci95"] = {name: list(bounds) for name, bounds in result.ci95.items()}

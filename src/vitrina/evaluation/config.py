@@ -45,7 +45,15 @@ class BenchmarkConfig(BaseModel):
     split: Literal["loo", "temporal"] = _field(DEFAULTS["split"], "leave-one-out or global temporal")
     cutoff: str | None = _field(None, "temporal: ISO date/time or Unix seconds where test starts")
     last_days: float | None = _field(None, "temporal: the test period is the last N days")
-    validation_days: float | None = _field(None, "temporal: validation period cut from the end of train")
+    validation_days: float | None = _field(
+        None, "temporal: validation (early stopping) period cut from the end of train; default last_days"
+    )
+    filter_cold_items: bool = _field(
+        True, "temporal: drop test events of items not seen before the test period"
+    )
+    filter_seen: bool = _field(
+        True, "temporal: drop test (user, item) pairs already seen before the test period"
+    )
     validation_users: Annotated[int, Field(ge=1)] | Literal["all"] = _field(
         DEFAULTS["validation_users"],
         "loo: validate (early stopping) on N random users, the others train on their second-to-last "

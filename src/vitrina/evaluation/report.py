@@ -17,13 +17,15 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
     lines = [
         f"# {results['dataset']} · split `{results['split']}` · k={k} · seed {results.get('seed', 0)}",
         "",
-        "| model | " + " | ".join(names) + " | fit s | recommend s |",
-        "|---|" + "---:|" * (len(names) + 2),
+        f"| model | Pareto front (NDCG@{k} vs Coverage@{k}) | "
+        + " | ".join(names)
+        + " | fit s | recommend s |",
+        "|---|:---:|" + "---:|" * (len(names) + 2),
     ]
     for r in results["runs"]:
         cells = [f"{r['metrics'][n]:.4f}" if n in r["metrics"] else "" for n in names]
         lines.append(
-            f"| {r['model']} | "
+            f"| {r['model']} | {'**yes**' if r.get('pareto_front') else 'no'} | "
             + " | ".join(cells)
             + f" | {r['fit_seconds']:.1f} | {r['recommend_seconds']:.2f} |"
         )
@@ -45,6 +47,9 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
                 if n != f"coverage@{k}"
             ]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    removed = {w: n for w, n in results.get("data", {}).items() if w.startswith("test_removed_")}
+    if removed:
+        lines += ["", "Test events removed: " + ", ".join(f"{w[13:]} {n:,}" for w, n in removed.items())]
     lines += ["", "Parameters:", ""]
     lines += [f"- `{r['model']}`: `{r['params']}`" for r in results["runs"]]
     if "failed" in results:
