@@ -60,7 +60,8 @@ def test_results_md_follows_the_console_order() -> None:
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     cells = [c.strip() for c in header.strip("|").split("|")]
     assert cells[:3] == ["model", "coverage@10", "ndcg@10"]
-    assert set(cells[3:-2]) == {f"{m}@10" for m in ALL} - {"coverage@10", "ndcg@10"}
+    assert set(cells[3:-3]) == {f"{m}@10" for m in ALL} - {"coverage@10", "ndcg@10"}
+    assert cells[-1].startswith("Pareto front")
 
 
 def test_parse_metrics() -> None:

@@ -17,17 +17,19 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
     lines = [
         f"# {results['dataset']} · split `{results['split']}` · k={k} · seed {results.get('seed', 0)}",
         "",
-        f"| model | Pareto front (NDCG@{k} vs Coverage@{k}) | "
+        "| model | "
         + " | ".join(names)
-        + " | fit s | recommend s |",
-        "|---|:---:|" + "---:|" * (len(names) + 2),
+        + f" | fit s | recommend s | Pareto front (NDCG@{k} vs Coverage@{k}) |",
+        "|---|" + "---:|" * (len(names) + 2) + ":---:|",
     ]
     for r in results["runs"]:
         cells = [f"{r['metrics'][n]:.4f}" if n in r["metrics"] else "" for n in names]
         lines.append(
-            f"| {r['model']} | {'**yes**' if r.get('pareto_front') else 'no'} | "
+            f"| {r['model']} | "
             + " | ".join(cells)
-            + f" | {r['fit_seconds']:.1f} | {r['recommend_seconds']:.2f} |"
+            + f" | {r['fit_seconds']:.1f} | {r['recommend_seconds']:.2f} | "
+            + ("**yes**" if r.get("pareto_front") else "no")
+            + " |"
         )
     sample = results.get("eval_users")
     if sample:
