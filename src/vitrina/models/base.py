@@ -369,7 +369,7 @@ class Recommender(ABC):
             batch = internal[start : start + step]
             scores = torch.from_numpy(np.array(self.similar_item_scores(batch), dtype=np.float32, copy=True))
             filter_scores(scores, None, allowed_t)
-            scores[torch.arange(len(batch)), torch.from_numpy(batch)] = float("-inf")
+            scores[torch.arange(len(batch)), torch.tensor(batch)] = float("-inf")
             out_idx[start : start + step], out_val[start : start + step] = topk_tensor(scores, k)
         return self._to_frame(query.alias(USER), out_idx, out_val).rename(
             {USER: ITEM, ITEM: "similar_item_id"}
