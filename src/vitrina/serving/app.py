@@ -147,6 +147,12 @@ def _describe(errors: list[Any]) -> str:
     return "; ".join(parts)
 
 
+def _is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<x>+json`` (parameters such as charset allowed)."""
+    kind = (content_type or "").partition(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -198,6 +204,13 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Every POST takes a JSON body; FastAPI hands it over as raw bytes when the Content-Type is
+        # not JSON, which then fails validation -- so this check costs nothing on good requests.
+        content_type = request.headers.get("content-type")
+        if request.method == "POST" and not _is_json(content_type):
+            got = f"got {content_type!r}" if content_type else "none was given"
+            detail = f"expected Content-Type: application/json; {got}"
+            return JSONResponse({"detail": detail}, 415)
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             reason = errors[0].get("ctx", {}).get("error", "cannot parse the body")

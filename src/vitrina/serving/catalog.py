@@ -26,6 +26,7 @@ from vitrina.data.idmap import IdMap
 from vitrina.errors import DataValidationError
 
 _NUMERIC = ("lat", "lon", "value")
+_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "value": (0.0, float("inf"))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +56,33 @@ class AlignedCatalog:
         if segment is not None and segment in self.segments:
             allowed = allowed | self.segments[segment]
         return allowed
+
+
+def _row(df: pl.DataFrame, row: int) -> str:
+    return f"row {row + 1} (item_id {df[ITEM][row]!r})"
+
+
+def _parse_numbers(df: pl.DataFrame, col: str, source: str) -> pl.Series:
+    """A text column of numbers as Float64; the first cell that is no number is named."""
+    x = df[col].str.strip_chars().cast(pl.Float64, strict=False)
+    bad = x.is_null() & df[col].is_not_null() & (df[col].str.strip_chars() != "")
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        where = f"{source}, {_row(df, row)}, column '{col}'"
+        raise DataValidationError(f"{where}: not a number: {df[col][row]!r}")
+    return x
+
+
+def _check_range(df: pl.DataFrame, col: str, low: float, high: float, source: str) -> None:
+    """Non-null values of ``col`` must be finite and in ``[low, high]``; names the first bad row (1-based)."""
+    x = df[col].cast(pl.Float64)
+    bad = (x.is_nan() | x.is_infinite() | (x < low) | (x > high)).fill_null(False)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        bound = f">= {low:g}" if high == float("inf") else f"in [{low:g}, {high:g}]"
+        raise DataValidationError(
+            f"{source}, {_row(df, row)}, column '{col}': must be a finite number {bound}, got {x[row]!r}"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,10 +116,13 @@ class Catalog:
         if df[ITEM].null_count() or df[ITEM].n_unique() != df.height:
             raise DataValidationError(f"{source}, column '{ITEM}': ids must be unique and non-null")
         for col in _NUMERIC:
+            if col in df.columns and df[col].dtype == pl.String:  # CSV: "nan", "inf" or a typo
+                df = df.with_columns(_parse_numbers(df, col, source))
             if col in df.columns and not df[col].dtype.is_numeric():
                 raise DataValidationError(f"{source}, column '{col}': expected numbers, got {df[col].dtype}")
-        if "value" in df.columns and (df["value"].fill_null(0) < 0).any():
-            raise DataValidationError(f"{source}, column 'value': must be >= 0")
+        for col, (low, high) in _RANGES.items():
+            if col in df.columns:
+                _check_range(df, col, low, high, source)
         if "available" in df.columns and df["available"].dtype != pl.Boolean:
             raise DataValidationError(
                 f"{source}, column 'available': expected true/false, got {df['available'].dtype}"

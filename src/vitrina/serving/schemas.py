@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -15,13 +17,27 @@ from pydantic import (
 )
 
 MAX_K = 1000
+MAX_DISTANCE_PENALTY = 1e6
+EARLIEST = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
+LATEST = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
 Id = StrictInt | Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Ranking = Literal["score", "expected_value"]
 
 
+def _sane_time(ts: float | None) -> float | None:
+    if ts is not None and not EARLIEST <= ts <= LATEST:
+        raise ValueError(
+            f"timestamp must be Unix seconds in [{EARLIEST}, {LATEST}] (years 2000..2100), got {ts!r}"
+        )
+    return ts
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """Strict, finite request bodies: ``"52.5"`` or ``true`` is no number, ``"true"`` no bool
+    (an integer is accepted for a float); NaN and infinities are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Location(_Body):
@@ -30,7 +46,12 @@ class Location(_Body):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     max_distance_km: float | None = Field(None, gt=0, description="drop items farther than this")
-    distance_penalty: float = Field(0.0, ge=0, description="subtracted from the score per km")
+    distance_penalty: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_DISTANCE_PENALTY,
+        description=f"subtracted from the score per km, 0..{MAX_DISTANCE_PENALTY:g}",
+    )
 
 
 class Filters(_Body):
@@ -68,7 +89,7 @@ class Exploration(_Body):
     Written as ``"off"``, ``"epsilon:0.1"`` or ``"softmax:1.0"`` on the command line and in requests.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, strict=True, allow_inf_nan=False)
 
     policy: Literal["off", "epsilon", "softmax"] = "off"
     epsilon: float = Field(0.1, ge=0, le=1, description="epsilon-greedy: chance of a uniform pick per slot")
@@ -180,8 +201,10 @@ class Event(_Body):
     user_id: Id
     event: Name = Field(description="'exposure' or an interaction type ('click', 'purchase', ...)")
     item_id: Id | None = None
-    timestamp: float | None = Field(None, description="Unix seconds; the server's clock if absent")
-    value: float = Field(1.0, allow_inf_nan=False, description="amount (e.g. revenue); 1 for a count")
+    timestamp: Annotated[float | None, AfterValidator(_sane_time)] = Field(
+        None, description=f"Unix seconds in [{EARLIEST}, {LATEST}]; the server's clock if absent"
+    )
+    value: float = Field(1.0, description="amount (e.g. revenue); 1 for a count")
     propensity: float | None = Field(None, ge=0, le=1)
     request_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     experiment: Name | None = None
