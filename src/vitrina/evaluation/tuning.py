@@ -71,7 +71,19 @@ SPACES: dict[str, dict[str, Param]] = {
         "regularization": Param("float", 1e-5, 0.1, log=True),
         "iterations": Param("int", 20, 300, log=True),
     },
-    **{name: dict(_SEQUENTIAL) for name in ("sasrec", "sasrec-ss", "gsasrec", "bert4rec", "esasrec")},
+    **{
+        name: dict(_SEQUENTIAL)
+        for name in (
+            "sasrec",
+            "sasrec-ss",
+            "gsasrec",
+            "bert4rec",
+            "esasrec",
+            "hstu",
+            "hstu-large",
+            "fuxi-alpha",
+        )
+    },
 }
 
 

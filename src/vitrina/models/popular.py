@@ -65,8 +65,11 @@ class Popular(Recommender):
         *,
         exclude_seen: bool = True,
         allowed: np.ndarray | None = None,
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`Recommender.recommend_histories_indices`, in O(histories x k + their items)."""
+        """As :meth:`Recommender.recommend_histories_indices`, in O(histories x k + their items);
+        popularity reads no event times."""
         self._check_fitted()
         seen = history_matrix(list(histories), len(self.items_)) if exclude_seen else None
         return self._rank_fixed(len(histories), seen, k, allowed)
