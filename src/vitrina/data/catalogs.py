@@ -7,13 +7,13 @@ CSV/TSV/Parquet table of your own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
 from vitrina.data.columns import ITEM
+from vitrina.data.features import read_attributes
 from vitrina.errors import DataValidationError
 
 CATALOG_COLUMNS = ("item_id", "available", "category", "lat", "lon", "value", "segments")
@@ -56,12 +56,7 @@ def from_attributes(path: str | Path) -> pl.DataFrame:
     """S3-Rec ``*_item2attributes.json`` (``{"item": [attribute ids]}``): the category is the
     item's first attribute, written ``attr-<id>`` (the files carry ids, not names)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataValidationError(f"{path}: cannot read item attributes ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise DataValidationError(f"{path}: expected an object {{item_id: [attribute ids]}}")
+    raw = read_attributes(path)
     ids, categories = [], []
     for key, attrs in raw.items():
         if not isinstance(attrs, list) or not key.strip().isdigit():

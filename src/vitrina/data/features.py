@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -18,12 +19,7 @@ def attributes_json(path: str | Path, items: IdMap) -> sp.csr_matrix:
     aligned with ``items``; items without attributes get an empty row. An attribute listed twice for
     one item is still 1 (one-hot), never 2."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataValidationError(f"{path}: cannot read item attributes ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise DataValidationError(f"{path}: expected an object {{item_id: [attribute ids]}}")
+    raw = read_attributes(path)
     keys = list(raw)
     ext = pl.Series(keys).cast(items.dtype, strict=False)
     rows = items.to_internal(ext, strict=False)
@@ -81,3 +77,14 @@ def item_features_for(dataset_path: Path, fmt: str, items: IdMap) -> sp.csr_matr
         genres = dataset_path.with_name("u.item")
         return movielens_genres(genres, items) if genres.is_file() else None
     return None
+
+
+def read_attributes(path: Path) -> dict[str, Any]:
+    """The parsed S3-Rec ``*_item2attributes.json`` object, or an error naming the file."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataValidationError(f"{path}: cannot read item attributes ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise DataValidationError(f"{path}: expected an object {{item_id: [attribute ids]}}")
+    return raw

@@ -32,6 +32,20 @@ class ModelSpec:
         return getattr(importlib.import_module(module), cls)
 
 
+# HSTU's shared parameters; `hstu-large` changes only its size
+_HSTU: dict[str, Any] = {
+    "objective": "shifted",
+    "layers": "hstu",
+    "loss": "sampled_softmax",
+    "n_negatives": 256,
+    "negatives_per": "sequence",
+    "n_factors": 64,
+    "n_blocks": 2,
+    "n_heads": 1,
+    "dropout": 0.2,
+    "use_time": True,
+}
+
 MODELS: dict[str, ModelSpec] = {
     "popular": ModelSpec(
         "vitrina.models.popular:Popular", {}, "most interacted items (all time or last N days)"
@@ -130,34 +144,12 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "hstu": ModelSpec(
         "vitrina.models.sequential:SequentialTransformer",
-        {
-            "objective": "shifted",
-            "layers": "hstu",
-            "loss": "sampled_softmax",
-            "n_negatives": 256,
-            "negatives_per": "sequence",
-            "n_factors": 64,
-            "n_blocks": 2,
-            "n_heads": 1,
-            "dropout": 0.2,
-            "use_time": True,
-        },
+        _HSTU,
         "HSTU (Zhai et al. 2024): pointwise SiLU attention, U gate, position + time-gap bias; 2 blocks",
     ),
     "hstu-large": ModelSpec(
         "vitrina.models.sequential:SequentialTransformer",
-        {
-            "objective": "shifted",
-            "layers": "hstu",
-            "loss": "sampled_softmax",
-            "n_negatives": 256,
-            "negatives_per": "sequence",
-            "n_factors": 64,
-            "n_blocks": 8,
-            "n_heads": 2,
-            "dropout": 0.2,
-            "use_time": True,
-        },
+        {**_HSTU, "n_blocks": 8, "n_heads": 2},
         "HSTU-large: the HSTU block, 8 blocks and 2 heads (the paper's larger configuration)",
     ),
     "fuxi-alpha": ModelSpec(
