@@ -113,7 +113,7 @@ def test_csv_bad_timestamp_and_missing_column(tmp_path: Path) -> None:
 def test_parquet_roundtrip_and_nulls(tmp_path: Path) -> None:
     f = tmp_path / "e.parquet"
     pl.DataFrame({"u": [1, 2], "i": ["a", None], "t": [1, 2]}).write_parquet(f)
-    with pytest.raises(DataValidationError, match="line 2, field 'item_id': expected a value, got null"):
+    with pytest.raises(DataValidationError, match="row 2, field 'item_id': expected a value, got null"):
         load_table(f, columns={"user_id": "u", "item_id": "i", "timestamp": "t"})
 
 

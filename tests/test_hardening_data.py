@@ -68,17 +68,22 @@ def test_iso_layouts_may_differ_between_rows(tmp_path: Path) -> None:
 
 
 def test_parquet_string_and_out_of_range_columns(tmp_path: Path) -> None:
+    """A Parquet file has rows, not lines: errors count data rows from 1 (issue 12)."""
     path = tmp_path / "t.parquet"
     pl.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": ["1000", "x"]}).write_parquet(path)
-    assert "line 2, field 'timestamp': cannot parse 'x'" in _refusal(path, "parquet")
+    assert "t.parquet, row 2, field 'timestamp': cannot parse 'x'" in _refusal(path, "parquet")
+    mixed = ["2020-01-01", "1000", "1001"]
+    pl.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": mixed}).write_parquet(path)
+    message = _refusal(path, "parquet")
+    assert "row 2" in message and "first at row 1: '2020-01-01'" in message and "line" not in message
     pl.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": [1.0, float("nan")]}).write_parquet(path)
-    assert "expected a finite number, got nan" in _refusal(path, "parquet")
+    assert "row 2, field 'timestamp': expected a finite number, got nan" in _refusal(path, "parquet")
     for bad in (float("inf"), 1e30, 0.5):
         pl.DataFrame({"user_id": [1, 2], "item_id": [1.0, bad], "timestamp": [1, 2]}).write_parquet(path)
-        assert "line 2, field 'item_id'" in _refusal(path, "parquet")
+        assert "row 2, field 'item_id'" in _refusal(path, "parquet")
     ids = pl.Series([1, 2**63 + 5], dtype=pl.UInt64)
     pl.DataFrame({"user_id": ids, "item_id": [1, 2], "timestamp": [1, 2]}).write_parquet(path)
-    assert "line 2, field 'user_id': integer id 9223372036854775813 is beyond" in _refusal(path, "parquet")
+    assert "row 2, field 'user_id': integer id 9223372036854775813 is beyond" in _refusal(path, "parquet")
     pl.DataFrame({"user_id": [1], "item_id": [1], "timestamp": [1]}).clear().write_parquet(path)
     assert "no data rows" in _refusal(path, "parquet")
 

@@ -1,7 +1,8 @@
 """Validation of the interaction table: ``user_id``, ``item_id``, ``timestamp``, ``weight`` (+ extras).
 
 Errors name the source, the row and the field. Rows are numbered as in the source file when the
-loader passes ``first_line`` (the line number of the first data row), else from 1.
+loader passes ``first_line`` (the line number of the first data row), else from 1; ``unit`` says
+whether they are text lines (CSV, TSV) or table rows (Parquet, which has no lines).
 
 Duplicate (user, item, timestamp) rows follow ``duplicates``:
 
@@ -13,6 +14,7 @@ Duplicate (user, item, timestamp) rows follow ``duplicates``:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
@@ -26,8 +28,19 @@ LINE_COLUMN = "__vitrina_line"
 _ROW = LINE_COLUMN
 
 
-def _fail(source: str, row: int | None, field: str, message: str) -> DataValidationError:
-    where = f"{source}, line {row}" if row is not None else source
+@dataclass(frozen=True)
+class _Source:
+    """Where rows come from: the name in messages and what a row number counts ("line" or "row")."""
+
+    name: str
+    unit: Literal["line", "row"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _fail(source: _Source, row: int | None, field: str, message: str) -> DataValidationError:
+    where = f"{source}, {source.unit} {row}" if row is not None else str(source)
     return DataValidationError(f"{where}, field '{field}': {message}")
 
 
@@ -40,7 +53,7 @@ _INT64_MAX = 2**63 - 1
 _FLOAT_ID_MAX = 2**53
 
 
-def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
+def _to_timestamp(df: pl.DataFrame, source: _Source) -> pl.DataFrame:
     col = df[TIMESTAMP]
     dtype = col.dtype
     if dtype.is_integer():
@@ -67,7 +80,7 @@ def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
     raise _fail(source, None, TIMESTAMP, f"expected numbers, dates or strings, got column type {dtype}")
 
 
-def _parse_times(df: pl.DataFrame, source: str) -> pl.Series:
+def _parse_times(df: pl.DataFrame, source: _Source) -> pl.Series:
     """Text timestamps: all Unix times (numbers) or all ISO-8601 dates/times, never a mix."""
     text = df[TIMESTAMP].str.strip_chars()
     as_float = text.cast(pl.Float64, strict=False)
@@ -102,8 +115,9 @@ def _parse_times(df: pl.DataFrame, source: str) -> pl.Series:
             source,
             max(number, date),
             TIMESTAMP,
-            f"mixes Unix times (first at line {number}: {text.filter(numeric)[0]!r}) and ISO-8601 dates "
-            f"(first at line {date}: {text.filter(seconds.is_not_null())[0]!r}); use one kind",
+            f"mixes Unix times (first at {source.unit} {number}: {text.filter(numeric)[0]!r}) and "
+            f"ISO-8601 dates (first at {source.unit} {date}: {text.filter(seconds.is_not_null())[0]!r}); "
+            "use one kind",
         )
     bad = seconds.is_null() & ~numeric
     if bad.any():
@@ -116,7 +130,7 @@ def _parse_times(df: pl.DataFrame, source: str) -> pl.Series:
     return seconds
 
 
-def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
+def _to_weight(df: pl.DataFrame, source: _Source) -> pl.DataFrame:
     col = df[WEIGHT]
     if col.dtype == pl.String:
         cast = col.str.strip_chars().cast(pl.Float64, strict=False)
@@ -142,7 +156,7 @@ def _to_weight(df: pl.DataFrame, source: str) -> pl.DataFrame:
     return df.with_columns(col.alias(WEIGHT))
 
 
-def _check_id(df: pl.DataFrame, name: str, source: str) -> pl.DataFrame:
+def _check_id(df: pl.DataFrame, name: str, source: _Source) -> pl.DataFrame:
     col = df[name]
     if col.dtype.is_float():
         bad = ~col.is_finite() | (col != col.floor()) | (col.abs() > _FLOAT_ID_MAX)
@@ -197,15 +211,18 @@ def validate_interactions(
     *,
     source: str = "interactions",
     first_line: int = 1,
+    unit: Literal["line", "row"] = "line",
     duplicates: DuplicatePolicy = "keep",
 ) -> pl.DataFrame:
     """Check and normalise an interaction table; returns a new frame, never mutates ``df``.
 
     A missing ``weight`` column means every event weighs 1. ``timestamp`` may be integers or
     floats (Unix seconds), dates/datetimes, or strings holding either; it becomes Unix seconds.
-    A pandas frame is converted to polars first.
+    A pandas frame is converted to polars first. ``unit`` names what a row number counts in
+    messages: ``"line"`` for text files, ``"row"`` for tables (Parquet).
     """
     df = as_polars(df, source)
+    where = _Source(source, unit)
     if WEIGHT not in df.columns:
         df = df.with_columns(pl.lit(1.0).alias(WEIGHT))
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -219,11 +236,11 @@ def validate_interactions(
     for name in REQUIRED:
         nulls = df[name].is_null()
         if nulls.any():
-            raise _fail(source, _first_bad_row(df, nulls), name, "expected a value, got null/empty")
-    df = _check_id(df, USER, source)
-    df = _check_id(df, ITEM, source)
-    df = _to_timestamp(df, source)
-    df = _to_weight(df, source)
+            raise _fail(where, _first_bad_row(df, nulls), name, "expected a value, got null/empty")
+    df = _check_id(df, USER, where)
+    df = _check_id(df, ITEM, where)
+    df = _to_timestamp(df, where)
+    df = _to_weight(df, where)
     key = [USER, ITEM, TIMESTAMP]
     if duplicates != "keep":
         dup = df.select(pl.struct(key).is_duplicated()).to_series()
@@ -231,7 +248,7 @@ def validate_interactions(
             if duplicates == "raise":
                 row = df.filter(dup)
                 raise _fail(
-                    source,
+                    where,
                     int(row[_ROW][0]),
                     f"{USER}, {ITEM}, {TIMESTAMP}",
                     f"duplicate event ({row[USER][0]!r}, {row[ITEM][0]!r}, {row[TIMESTAMP][0]}); "

@@ -291,7 +291,8 @@ def load_table(
         df = df.with_columns(*(_integer_ids(df[c]) for c in (USER, ITEM) if c in df.columns))
     if WEIGHT in df.columns and df[WEIGHT].dtype == pl.String:
         df = df.with_columns(pl.col(WEIGHT).str.strip_chars())
-    return validate_interactions(df, source=str(path), duplicates=duplicates)
+    unit = "row" if fmt == "parquet" else "line"  # a Parquet file has rows, not lines
+    return validate_interactions(df, source=str(path), unit=unit, duplicates=duplicates)
 
 
 def load_s3rec_timestamped(path: str | Path) -> pl.DataFrame:
