@@ -262,3 +262,101 @@ def test_fuzz_each_field_never_5xx(
     r = client.post(endpoint, json=payload)
     assert r.status_code < 500, r.text
     assert r.status_code < 300 or isinstance(r.json()["detail"], str)
+
+
+# ----------------------------------------------------------------------------- data-plane tokens, limits
+WRITE, READ = "w-" + "x" * 30, "r-" + "y" * 30
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory, bundle: dict[str, Path]) -> Iterator[TestClient]:
+    settings_ = Settings(
+        model_dir=bundle["model"],
+        state_db=tmp_path_factory.mktemp("guarded") / "state.sqlite",
+        events_token=WRITE,
+        read_token=READ,
+        max_events_per_request=3,
+        max_request_history=4,
+    )
+    with TestClient(create_app(settings_)) as c:
+        yield c
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+EVENT = {"user_id": "w", "event": "click", "item_id": 1}
+
+
+@pytest.mark.parametrize(
+    "header", [None, WRITE, f"Basic {WRITE}", f"Bearer {WRITE}x", f"Bearer {READ}", "Bearer"]
+)
+def test_events_need_the_write_token(guarded: TestClient, header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    r = guarded.post("/events", json={"events": [EVENT]}, headers=headers)
+    assert r.status_code == 401 and "VITRINA_EVENTS_TOKEN" in r.json()["detail"], r.text
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    history = guarded.post("/recommend", json={"user_id": "w"}, headers=_bearer(READ)).json()
+    assert history["fallback_reason"] == "unknown_user"  # nothing was written
+
+
+def test_write_token_writes_and_read_token_reads(guarded: TestClient) -> None:
+    r = guarded.post("/events", json={"events": [{**EVENT, "user_id": "ok"}]}, headers=_bearer(WRITE))
+    assert r.status_code == 200 and r.json()["interactions"] == 1, r.text
+    for path, body in [
+        ("/recommend", {"user_id": "ok"}),
+        ("/slate", {"user_id": "ok", "carousels": [{"name": "a"}]}),
+        ("/similar", {"item_id": 1}),
+    ]:
+        assert guarded.post(path, json=body).status_code == 401
+        assert guarded.post(path, json=body, headers=_bearer(WRITE)).status_code == 401
+        assert guarded.post(path, json=body, headers=_bearer(READ)).status_code in (200, 400), path
+    assert guarded.get("/health").status_code == 200  # probes stay open
+
+
+def test_without_tokens_the_data_plane_is_open(client: TestClient) -> None:
+    assert client.post("/events", json={"events": [EVENT]}).status_code == 200
+    assert client.post("/recommend", json={"user_id": "w"}).status_code == 200
+
+
+def test_per_request_limits_are_413_naming_the_limit(guarded: TestClient) -> None:
+    r = guarded.post("/events", json={"events": [EVENT] * 4}, headers=_bearer(WRITE))
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"].startswith("events: 4 entries") and "--max-events-per-request" in r.text
+    assert guarded.post("/events", json={"events": [EVENT] * 3}, headers=_bearer(WRITE)).status_code == 200
+    for path, extra in [("/recommend", {}), ("/slate", {"carousels": [{"name": "a"}]})]:
+        r = guarded.post(path, json={"history": [1, 2, 3, 4, 5], **extra}, headers=_bearer(READ))
+        assert r.status_code == 413 and "history: 5 entries" in r.json()["detail"], r.text
+        r = guarded.post(path, json={"history": [1, 2, 3, 4], **extra}, headers=_bearer(READ))
+        assert r.status_code == 200, r.text
+
+
+def test_serve_reads_tokens_from_the_environment_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bundle: dict[str, Path]
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from vitrina.cli import app as cli
+
+    started: list[Settings] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: started.append(app.state.vitrina["settings"]))
+    monkeypatch.setenv("VITRINA_EVENTS_TOKEN", WRITE)
+    monkeypatch.setenv("VITRINA_READ_TOKEN", "")
+    args = [
+        "serve",
+        str(bundle["model"]),
+        "--state-db",
+        str(tmp_path / "s.db"),
+        "--max-events-per-request",
+        "7",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert started[0].events_token == WRITE and started[0].read_token is None  # empty: unset
+    assert started[0].max_events_per_request == 7
+    result = CliRunner().invoke(cli, [*args, "--events-token", "x"])
+    assert result.exit_code == 2 and "No such option" in result.output
+    result = CliRunner().invoke(cli, [*args, "--max-request-history", "1000000"])
+    assert result.exit_code == 2 and "at most" in result.output

@@ -290,7 +290,8 @@ def test_event_validation(client: TestClient) -> None:
     r = client.post("/events", json={"events": [{"user_id": 1, "event": "click", "propensity": 2}]})
     assert r.status_code == 422 and "propensity" in r.json()["detail"]
     too_many = {"events": [{"user_id": 1, "event": "click"}] * 1001}
-    assert client.post("/events", json=too_many).status_code == 422
+    r = client.post("/events", json=too_many)  # the default per-request limit, 1000
+    assert r.status_code == 413 and "--max-events-per-request" in r.json()["detail"]
 
 
 # ----------------------------------------------------------------------------- experiments

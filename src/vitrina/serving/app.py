@@ -68,7 +68,7 @@ class BodyLimit:
             if too_big:
                 break
         if too_big:
-            detail = f"request body over {self.limit} bytes; send fewer items per request"
+            detail = f"request body over {self.limit} bytes (--max-body-bytes); send fewer items per request"
             await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
             return
         body = b"".join(chunks)
@@ -124,15 +124,41 @@ async def get_service(request: Request) -> Service:
     return service
 
 
+def _check_bearer(authorization: str | None, token: str, what: str) -> None:
+    """401 unless ``authorization`` is ``Bearer <token>`` (compared in constant time)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        detail = f"{what} need 'Authorization: Bearer <token>'"
+        raise HTTPException(401, detail, {"WWW-Authenticate": "Bearer"})
+
+
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     """Admin endpoints take ``Authorization: Bearer <token>``; without a configured token they are off."""
     token = request.app.state.vitrina["settings"].admin_token
     if not token:
         raise HTTPException(403, "admin endpoints are disabled; start the service with --admin-token")
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        detail = "admin endpoints need 'Authorization: Bearer <token>'"
-        raise HTTPException(401, detail, {"WWW-Authenticate": "Bearer"})
+    _check_bearer(authorization, token, "admin endpoints")
+
+
+async def require_writer(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """``/events`` takes the events token (``VITRINA_EVENTS_TOKEN``) when one is configured."""
+    token = request.app.state.vitrina["settings"].events_token
+    if token:
+        _check_bearer(authorization, token, "/events (VITRINA_EVENTS_TOKEN is set)")
+
+
+async def require_reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Ranking endpoints take the read token (``VITRINA_READ_TOKEN``) when one is configured."""
+    token = request.app.state.vitrina["settings"].read_token
+    if token:
+        _check_bearer(authorization, token, "/recommend, /slate and /similar (VITRINA_READ_TOKEN is set)")
+
+
+def _at_most(n: int, limit: int, field: str, option: str) -> None:
+    """413 when a request's list ``field`` is longer than the service's limit."""
+    if n > limit:
+        detail = f"{field}: {n} entries, more than this service takes in one request ({limit}, {option})"
+        raise HTTPException(413, detail)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
@@ -239,24 +265,35 @@ def create_app(
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/recommend", response_model=RecommendResponse)
+    reader = [Depends(require_reader)]
+    history_limit = settings.max_request_history
+
+    @app.post("/recommend", response_model=RecommendResponse, dependencies=reader)
     async def recommend(req: RecommendRequest, service: ServiceDep) -> RecommendResponse:
         """Top-k for a user and/or a history of trigger items, business rules applied first."""
+        _at_most(len(req.history or ()), history_limit, "history", "--max-request-history")
         return await service.recommend(req)
 
-    @app.post("/similar", response_model=SimilarResponse, responses={404: {"description": "unknown item"}})
+    @app.post(
+        "/similar",
+        response_model=SimilarResponse,
+        responses={404: {"description": "unknown item"}},
+        dependencies=reader,
+    )
     async def similar(req: SimilarRequest, service: ServiceDep) -> SimilarResponse:
         """Items similar to one item (item vectors' cosine, or item-item weights), rules applied first."""
         return service.similar(req)
 
-    @app.post("/slate", response_model=SlateResponse)
+    @app.post("/slate", response_model=SlateResponse, dependencies=reader)
     async def slate(req: SlateRequest, service: ServiceDep) -> SlateResponse:
         """Several carousels from one model call, de-duplicated and ordered by value."""
+        _at_most(len(req.history or ()), history_limit, "history", "--max-request-history")
         return await service.slate(req)
 
-    @app.post("/events", response_model=EventsResponse)
+    @app.post("/events", response_model=EventsResponse, dependencies=[Depends(require_writer)])
     def events(req: EventsRequest, service: ServiceDep) -> EventsResponse:
         """Interactions and exposures; acknowledged only after they are durably stored."""
+        _at_most(len(req.events), settings.max_events_per_request, "events", "--max-events-per-request")
         return service.record(req)
 
     @app.post("/admin/model", response_model=SwapResponse, dependencies=[Depends(require_admin)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -50,6 +51,13 @@ def serve(
         typer.Option(help="hot swaps may load bundles only from this folder (default: MODEL_DIR's parent)"),
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="largest request body accepted")] = 1 << 20,
+    max_events_per_request: Annotated[
+        int, typer.Option(min=1, help="most events one /events request may carry (413 above)")
+    ] = 1000,
+    max_request_history: Annotated[
+        int,
+        typer.Option(min=1, help="most items in a request's own history (413 above)"),
+    ] = 1000,
     load_in_background: Annotated[
         bool, typer.Option(help="accept connections at once and answer 503 until the model is loaded")
     ] = False,
@@ -70,17 +78,28 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve recommendations over HTTP (OpenAPI at /docs and /openapi.json)."""
+    """Serve recommendations over HTTP (OpenAPI at /docs and /openapi.json).
+
+    Data-plane tokens come only from the environment (a flag would show in `ps`):
+    VITRINA_EVENTS_TOKEN, when set, is required as 'Authorization: Bearer <token>' by /events;
+    VITRINA_READ_TOKEN, when set, by /recommend, /slate and /similar.
+    """
     import uvicorn
 
     from vitrina.serving.app import create_app
-    from vitrina.serving.schemas import Exploration
+    from vitrina.serving.schemas import MAX_EVENTS, MAX_HISTORY, Exploration
     from vitrina.serving.service import Service, Settings
 
     if sqlite_sync not in ("full", "normal"):
         raise typer.BadParameter(
             f"got {sqlite_sync!r}; expected 'full' or 'normal'", param_hint="--sqlite-sync"
         )
+    for value, ceiling, hint in (
+        (max_events_per_request, MAX_EVENTS, "--max-events-per-request"),
+        (max_request_history, MAX_HISTORY, "--max-request-history"),
+    ):
+        if value > ceiling:
+            raise typer.BadParameter(f"got {value}; at most {ceiling}", param_hint=hint)
     sync: Literal["full", "normal"] = "full" if sqlite_sync == "full" else "normal"
     try:
         policy = Exploration.parse(exploration)
@@ -100,6 +119,10 @@ def serve(
         admin_token=admin_token,
         model_root=model_root,
         max_body_bytes=max_body_bytes,
+        events_token=os.environ.get("VITRINA_EVENTS_TOKEN") or None,
+        read_token=os.environ.get("VITRINA_READ_TOKEN") or None,
+        max_events_per_request=max_events_per_request,
+        max_request_history=max_request_history,
         exploration=policy,
     )
     logging.basicConfig(level=log_level.upper())

@@ -17,6 +17,9 @@ from pydantic import (
 )
 
 MAX_K = 1000
+#: hard ceilings of list lengths in a request; the service's own limits (Settings) are at most these
+MAX_EVENTS = 10_000
+MAX_HISTORY = 10_000
 MAX_DISTANCE_PENALTY = 1e6
 EARLIEST = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
 LATEST = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
@@ -71,7 +74,10 @@ class Filters(_Body):
 class _Target(_Body):
     user_id: Id | None = Field(None, description="a known user; unknown users get a flagged fallback")
     history: list[Id] | None = Field(
-        None, max_length=1000, description="recent items / triggers, oldest first (unknown ids are ignored)"
+        None,
+        max_length=MAX_HISTORY,
+        description="recent items / triggers, oldest first (unknown ids are ignored); at most the "
+        "service's --max-request-history",
     )
     filters: Filters = Filters()
     ranking: Ranking = Field("score", description="'expected_value' = P(engage) x value x P(continue)")
@@ -212,7 +218,9 @@ class Event(_Body):
 
 
 class EventsRequest(_Body):
-    events: list[Event] = Field(min_length=1, max_length=1000)
+    events: list[Event] = Field(
+        min_length=1, max_length=MAX_EVENTS, description="at most the service's --max-events-per-request"
+    )
 
 
 class EventsResponse(BaseModel):

@@ -62,9 +62,17 @@ class Settings:
     max_history: int = 200
     ann: bool = False
     admin_token: str | None = None
+    #: bearer token required by /events (the data plane's writes); None: /events is open
+    events_token: str | None = None
+    #: bearer token required by /recommend, /slate and /similar; None: reads are open
+    read_token: str | None = None
     #: hot swaps load bundles only from inside this folder (default: the folder holding model_dir)
     model_root: Path | None = None
     max_body_bytes: int = 1 << 20
+    #: most events one /events request may carry (413 above)
+    max_events_per_request: int = 1000
+    #: most items a request's own ``history`` may hold (413 above)
+    max_request_history: int = 1000
     exploration: Exploration = field(default_factory=Exploration)
 
 
