@@ -38,6 +38,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, ml100k_head: pl.DataFrame) 
     ).write_parquet(root / "catalog.parquet")
     return {
         "model": make_model("popular").fit(ml100k_head).save(root / "popular"),
+        "ease": make_model("ease", {"l2": 100.0}).fit(ml100k_head).save(root / "ease"),
         "catalog": root / "catalog.parquet",
     }
 
@@ -46,6 +47,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, ml100k_head: pl.DataFrame) 
 def client(tmp_path_factory: pytest.TempPathFactory, bundle: dict[str, Path]) -> Iterator[TestClient]:
     state = tmp_path_factory.mktemp("state") / "state.sqlite"
     settings_ = Settings(model_dir=bundle["model"], state_db=state, catalog=bundle["catalog"])
+    with TestClient(create_app(settings_)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ease_client(tmp_path_factory: pytest.TempPathFactory, bundle: dict[str, Path]) -> Iterator[TestClient]:
+    """A model with item-item scores, so /similar and /slate reach ranking, not only validation."""
+    state = tmp_path_factory.mktemp("ease-state") / "state.sqlite"
+    settings_ = Settings(model_dir=bundle["ease"], state_db=state, catalog=bundle["catalog"])
     with TestClient(create_app(settings_)) as c:
         yield c
 
@@ -213,6 +223,20 @@ valid_recommend = {
     "exploration": "epsilon:0.1",
     "exploration_seed": 3,
 }
+valid_slate = {
+    "user_id": 1,
+    "history": [1, 2],
+    "k": 3,
+    "filters": valid_filters,
+    "ranking": "score",
+    "carousels": [
+        {"name": "drama", "category": "drama", "filters": {"deny_items": [5]}},
+        {"name": "near", "filters": {"location": valid_location}},
+    ],
+    "allow_duplicates": False,
+    "rank_carousels": True,
+}
+valid_similar = {"item_id": 1, "k": 5, "filters": {**valid_filters, "exclude_seen": False}}
 valid_event = {
     "user_id": "u",
     "event": "click",
@@ -243,6 +267,15 @@ def _paths(body: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
         if isinstance(value, dict):
             out += _paths(value, (*prefix, key))
     return out
+
+
+def _mutate_carousel(body: dict, index: int, path: tuple[str, ...], value: object) -> dict:
+    """``body`` with field ``path`` of carousel ``index`` replaced by ``value``."""
+    carousels = list(body["carousels"]) if isinstance(body.get("carousels"), list) else []
+    if index < len(carousels) and isinstance(carousels[index], dict):
+        carousels[index] = _mutate(carousels[index], path, value)
+        return {**body, "carousels": carousels}
+    return body
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -360,3 +393,36 @@ def test_serve_reads_tokens_from_the_environment_only(
     assert result.exit_code == 2 and "No such option" in result.output
     result = CliRunner().invoke(cli, [*args, "--max-request-history", "1000000"])
     assert result.exit_code == 2 and "at most" in result.output
+
+
+CAROUSEL_PATHS = [p for c in valid_slate["carousels"] for p in _paths(c)]  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), endpoint=st.sampled_from(["/slate", "/similar"]), n_fields=st.integers(1, 3))
+def test_fuzz_slate_and_similar_fields_never_5xx(
+    ease_client: TestClient, data: st.DataObject, endpoint: str, n_fields: int
+) -> None:
+    """As for /recommend: any JSON value in any (nested) field of a valid /slate or /similar body,
+    carousels' own fields included, is answered 2xx or 4xx with a message, never 5xx."""
+    body = valid_slate if endpoint == "/slate" else valid_similar
+    for _ in range(data.draw(st.integers(1, n_fields))):
+        value = data.draw(json_values)
+        if endpoint == "/slate" and data.draw(st.booleans()):
+            index = data.draw(st.integers(0, 1))
+            body = _mutate_carousel(body, index, data.draw(st.sampled_from(CAROUSEL_PATHS)), value)
+        else:
+            body = _mutate(body, data.draw(st.sampled_from(_paths(body))), value)
+    r = ease_client.post(endpoint, json=body)
+    assert r.status_code < 500, r.text
+    assert r.status_code < 300 or isinstance(r.json()["detail"], str)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [("/slate", valid_slate), ("/similar", valid_similar)],
+)
+def test_fuzz_seeds_are_valid(ease_client: TestClient, endpoint: str, body: dict) -> None:
+    """The fuzzed bodies start valid, so the fuzz explores each field rather than one early 422."""
+    r = ease_client.post(endpoint, json=body)
+    assert r.status_code == 200, r.text
