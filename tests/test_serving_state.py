@@ -87,6 +87,21 @@ def test_sqlite_cache_never_duplicates_a_racing_write(tmp_path: Path) -> None:
     assert SQLiteStore(tmp_path / "s.db").history("u") == ["1", "2"]
 
 
+def test_sqlite_stores_sharing_a_file_see_each_others_writes(tmp_path: Path) -> None:
+    """Two processes of `vitrina serve --workers 2` each hold a store on one file: a history one of
+    them has cached must not go stale when the other records an event."""
+    a, b = SQLiteStore(tmp_path / "s.db", max_history=3), SQLiteStore(tmp_path / "s.db", max_history=3)
+    a.append([LogRow(1.0, "u", "click", item_id="1")])
+    assert a.history("u") == b.history("u") == ["1"]  # both cached
+    b.append([LogRow(2.0, "u", "click", item_id=str(i)) for i in (2, 3)])
+    b.append([LogRow(2.5, "u", "exposure", "exp", "a", 1.0, item_id="8")])
+    a.append([LogRow(3.0, "u", "click", item_id="4"), LogRow(3.0, "w", "click", item_id="5")])
+    assert a.history("u") == b.history("u") == ["2", "3", "4"]
+    assert a.history("w") == b.history("w") == ["5"]
+    a.close()
+    b.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_events_drive_recommendations_on_both_stores(backend: str, tmp_path: Path, model_dir: Path) -> None:
     extra = (
@@ -175,6 +190,36 @@ def test_acknowledged_events_survive_sigkill(backend: str, tmp_path: Path, model
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes uvicorn's supervisor ``pid`` spawned (its resource tracker excluded)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_two_workers_serve_and_share_state_through_the_store(tmp_path: Path, model_dir: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(model_dir, port, ["--state-db", str(tmp_path / "state.sqlite"), "--workers", "2"])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        assert len(_workers(proc.pid)) == 2
+        for _ in range(8):  # fresh connections, spread over both workers: each caches kim's history
+            assert httpx.get(f"{url}/admin/users/kim/history", headers=auth).json() == {"items": []}
+        click = {"events": [{"user_id": "kim", "item_id": 50, "event": "click"}]}
+        assert httpx.post(f"{url}/events", json=click).status_code == 200
+        for _ in range(8):  # whichever worker answers has seen the other's write
+            assert httpx.get(f"{url}/admin/users/kim/history", headers=auth).json() == {"items": ["50"]}
+            r = httpx.post(f"{url}/recommend", json={"user_id": "kim", "k": 5})
+            assert r.status_code == 200 and r.json()["fallback_reason"] == "unknown_user_history"
+        swap = httpx.post(f"{url}/admin/model", json={"model_dir": str(model_dir)}, headers=auth)
+        assert swap.status_code == 409 and "restart the service" in swap.json()["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -37,7 +37,7 @@ from vitrina.serving.schemas import (
     SwapRequest,
     SwapResponse,
 )
-from vitrina.serving.service import OutsideModelRoot, Service, Settings
+from vitrina.serving.service import OutsideModelRoot, Service, Settings, SwapNotShared
 
 log = logging.getLogger("vitrina.serving")
 
@@ -301,6 +301,9 @@ def create_app(
         """Hot-swap a model bundle; a bundle that fails to load is refused and the old one keeps serving."""
         try:
             new, old = service.swap(Path(req.model_dir), req.variant)
+        except SwapNotShared as exc:
+            service.metrics.swap("refused")
+            raise HTTPException(409, f"model refused, still serving the previous one: {exc}") from exc
         except OutsideModelRoot as exc:
             service.metrics.swap("refused")
             raise HTTPException(403, f"model refused, still serving the previous one: {exc}") from exc

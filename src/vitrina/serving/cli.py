@@ -77,6 +77,14 @@ def serve(
             "into one model call instead)",
         ),
     ] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="server processes on the port, each with its own copy of the model; events and "
+            "histories are shared through --state-db or --redis-url; /metrics and hot swaps are per process",
+        ),
+    ] = 1,
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI at /docs and /openapi.json).
 
@@ -124,17 +132,27 @@ def serve(
         max_events_per_request=max_events_per_request,
         max_request_history=max_request_history,
         exploration=policy,
+        workers=workers,
     )
     logging.basicConfig(level=log_level.upper())
     import torch
 
     torch.set_num_threads(torch_threads)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    if workers > 1:
+        from vitrina.serving import workers as multi
+
+        if not load_in_background:  # a bad bundle is one error line here, not N worker tracebacks
+            Service.from_settings(settings).close()
+        typer.echo(f"vitrina: serving {model_dir} at {url} with {workers} workers; Ctrl-C stops", err=True)
+        config = multi.WorkerConfig(settings, torch_threads, load_in_background)
+        multi.run(config, workers=workers, host=host, port=port, log_level=log_level)
+        return
     if load_in_background:
         app = create_app(settings, background_load=True)
     else:  # load before the server starts, so a bad bundle or catalogue is one error line, not a traceback
         service = Service.from_settings(settings)
         app = create_app(settings, build=lambda _: service)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     typer.echo(f"vitrina: serving {model_dir} at {url} (API docs: {url}/docs); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 

@@ -43,6 +43,10 @@ class OutsideModelRoot(VitrinaError):
     """A hot swap named a bundle outside the folder the service may load models from."""
 
 
+class SwapNotShared(VitrinaError):
+    """A hot swap asked of one worker of several: it would change that process's model only."""
+
+
 #: experiment name of exploration exposures for users in no experiment (variant: the policy spec)
 EXPLORATION_EXPERIMENT = "exploration"
 
@@ -74,6 +78,8 @@ class Settings:
     #: most items a request's own ``history`` may hold (413 above)
     max_request_history: int = 1000
     exploration: Exploration = field(default_factory=Exploration)
+    #: server processes (``--workers``); with more than one, hot swaps are refused
+    workers: int = 1
 
 
 class ExposureLog:
@@ -374,6 +380,12 @@ class Service:
         A bundle that fails to load raises and leaves the serving model untouched; one outside the
         model root raises :class:`OutsideModelRoot` without being read.
         """
+        if self.settings.workers > 1:
+            raise SwapNotShared(
+                f"the service runs {self.settings.workers} worker processes and a swap would reach only "
+                "the one that took this request; restart the service with the new MODEL_DIR, or serve "
+                "with --workers 1 to swap without a restart"
+            )
         root = (self.settings.model_root or self.settings.model_dir.parent).resolve()
         if not model_dir.resolve().is_relative_to(root):
             raise OutsideModelRoot(f"model_dir {str(model_dir)!r}: outside the model root {str(root)!r}")

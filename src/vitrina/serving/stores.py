@@ -7,7 +7,8 @@ and that name an item extend the unit's history, in arrival order.
 
 * :class:`SQLiteStore` (default, no server): SQLite in WAL mode plus an in-process LRU cache of
   histories. ``append`` returns after the transaction commits (``synchronous=FULL`` by default), so
-  an acknowledged event survives the process being killed.
+  an acknowledged event survives the process being killed. Several processes may share one file
+  (``vitrina serve --workers N``): a cache catches up with every commit before it is read.
 * :class:`RedisStore`: a Redis list per user (trimmed to the history length) and a Redis stream
   for the log, written in one MULTI/EXEC; durability is the server's (``appendonly yes``).
 """
@@ -64,8 +65,11 @@ class SQLiteStore:
     """Embedded store: SQLite (WAL) on disk plus an LRU cache of recent histories.
 
     Writes go through one connection, reads through another (WAL readers never wait for a
-    commit's fsync). A cached history remembers the last row id it contains, so a write racing
-    a cache fill is applied exactly once.
+    commit's fsync). The cache is kept current from the log itself: before each read and after each
+    write, if ``PRAGMA data_version`` says some other connection committed (this store's writer,
+    or another process on the same file), the rows past the last one seen are applied to the cached
+    users. A cached history remembers the last row id it contains, so a row is applied once even when
+    a cache fill already read it.
     """
 
     def __init__(
@@ -93,27 +97,48 @@ class SQLiteStore:
             self._writer.execute("ALTER TABLE event_log ADD COLUMN position INTEGER")
         self._writer.execute("CREATE INDEX IF NOT EXISTS event_log_unit ON event_log (unit_id, id)")
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._version = self._data_version()
+        self._seen_id = int(self._reader.execute("SELECT coalesce(max(id), 0) FROM event_log").fetchone()[0])
+
+    def _data_version(self) -> int:
+        return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
+
+    def _catch_up(self) -> None:
+        """Apply rows committed since the last call to the cached histories (caller holds the cache
+        lock). Row ids are assigned under SQLite's write lock, so they follow the commit order."""
+        version = self._data_version()
+        if version == self._version:
+            return
+        self._version = version
+        found = self._reader.execute(
+            "SELECT id, unit_id, event, item_id FROM event_log WHERE id > ? ORDER BY id", (self._seen_id,)
+        ).fetchall()
+        for row_id, unit_id, event, item_id in found:
+            entry = self._cache.get(unit_id)
+            if entry is not None and event != EXPOSURE and item_id is not None and row_id > entry[0][0]:
+                entry[0][0] = row_id
+                entry[1].append(item_id)
+                del entry[1][: max(0, len(entry[1]) - self.max_history)]
+        if found:
+            self._seen_id = found[-1][0]
 
     def append(self, rows: Sequence[LogRow]) -> None:
         sql = f"INSERT INTO event_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
-                ids = [int(self._writer.execute(sql, astuple(r)).lastrowid or 0) for r in rows]
+                for r in rows:
+                    self._writer.execute(sql, astuple(r))
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
-        with self._cache_lock:
-            for row_id, r in zip(ids, rows, strict=True):
-                entry = self._cache.get(r.unit_id)
-                if r.extends_history and entry is not None and row_id > entry[0][0]:
-                    entry[0][0] = row_id
-                    entry[1].append(r.item_id)  # type: ignore[arg-type]
-                    del entry[1][: max(0, len(entry[1]) - self.max_history)]
+        with self._cache_lock:  # so that a read right after this returns sees the write
+            self._catch_up()
 
     def history(self, unit_id: str) -> list[str]:
         with self._cache_lock:
+            self._catch_up()
             entry = self._cache.get(unit_id)
             if entry is None:
                 found = self._reader.execute(
