@@ -48,14 +48,29 @@ def test_user_ratio_split_never_leaks(
             s.validation.filter(pl.col("user_id") == user[0]),
             s.test.filter(pl.col("user_id") == user[0]),
         ]
-        if n < n_test + n_val + 1:
+        if n < n_test + 1:
             assert train.height == n  # too short: wholly in train
             continue
+        if n < n_test + n_val + 1:  # too short for validation: tested all the same
+            n_val = 0
         assert (held[1].height, held[0].height) == (n_test, n_val)
         last_train = max(pos[r] for r in train["row"])
         assert all(pos[r] > last_train for part in held for r in part["row"])  # held out = newest
         if n_val:
             assert max(pos[r] for r in held[0]["row"]) < min(pos[r] for r in held[1]["row"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=events_strategy, val=st.sampled_from([0.1, 0.2, 0.4]), seen=st.booleans())
+def test_user_ratio_split_tests_the_same_events_with_or_without_validation(
+    events: list[tuple[int, int, int]], val: float, seen: bool
+) -> None:
+    """Models compared under different validation shares are scored on the same test events;
+    a test pair seen in validation is dropped like one seen in train (it cannot be recommended)."""
+    df = _frame(events)
+    without = user_ratio_split(df, test_ratio=0.2, filter_seen=seen)
+    with_val = user_ratio_split(df, test_ratio=0.2, validation_ratio=val, filter_seen=seen)
+    assert with_val.test["row"].to_list() == without.test["row"].to_list()
 
 
 def test_user_ratio_split_filters_seen_pairs() -> None:
@@ -90,7 +105,8 @@ def test_rolling_windows_never_leak(
     try:
         splits = rolling_windows(df, n_windows=n_windows, test_days=test_days, train_days=train_days)
     except ConfigError as exc:
-        assert "leaves an empty part" in str(exc) and "window" in str(exc)
+        assert "window" in str(exc)
+        assert "leaves an empty part" in str(exc) or "nothing to train on" in str(exc)
         return
     end = df["timestamp"].max() + 1
     starts = [end - test_days * DAY - (n_windows - 1 - j) * test_days * DAY for j in range(n_windows)]
@@ -102,6 +118,12 @@ def test_rolling_windows_never_leak(
         assert set(s.test["user_id"]) <= set(s.train["user_id"])
         pairs = set(s.train.select("user_id", "item_id").rows())
         assert not any(p in pairs for p in s.test.select("user_id", "item_id").rows())
+
+
+def test_rolling_windows_refuse_a_window_before_the_first_event() -> None:
+    df = _frame([(1, 1, 0), (1, 2, 5 * DAY), (2, 1, 9 * DAY)])
+    with pytest.raises(ConfigError, match=r"window 1 of 3 would test from .* events begin at"):
+        rolling_windows(df, n_windows=3, test_days=4)
 
 
 def test_rolling_windows_on_ml100k(data_home: Path) -> None:

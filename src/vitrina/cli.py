@@ -201,7 +201,12 @@ def benchmark(
     ] = None,
     models: Annotated[str | None, typer.Option(help="e.g. popular,itemknn,ease:l2=500,als")] = None,
     split: Annotated[
-        str | None, typer.Option(help="loo (leave-one-out) or temporal", show_default=_DEFAULT["split"])
+        str | None,
+        typer.Option(
+            help="loo (leave-one-out), temporal (one cutoff), ratio (each user's newest share) or "
+            "rolling (time-based cross-validation: --windows of --last-days each)",
+            show_default=_DEFAULT["split"],
+        ),
     ] = None,
     k: Annotated[
         int | None, typer.Option(help="list length for all metrics", show_default=_DEFAULT["k"])
@@ -231,23 +236,58 @@ def benchmark(
         Path | None, typer.Option(help="TOML file with the same keys; flags override it")
     ] = None,
     cutoff: Annotated[str | None, typer.Option(help="temporal: ISO date/time or Unix seconds")] = None,
-    last_days: Annotated[float | None, typer.Option(help="temporal: test on the last N days")] = None,
+    last_days: Annotated[
+        float | None, typer.Option(help="temporal: test on the last N days; rolling: N days per window")
+    ] = None,
     validation_days: Annotated[
         float | None,
         typer.Option(
-            help="temporal: validation (early stopping) on the N days before", show_default="last-days"
+            help="temporal, rolling: validation (early stopping) on the N days before each test period",
+            show_default="last-days",
+        ),
+    ] = None,
+    test_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="ratio: each user's newest share of events tested", show_default=_DEFAULT["test_ratio"]
+        ),
+    ] = None,
+    validation_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="ratio: each user's share just before the tested events, for validation (early stopping)",
+            show_default="test-ratio",
+        ),
+    ] = None,
+    windows: Annotated[
+        int | None,
+        typer.Option(
+            help="rolling: number of test windows, the last ending at the newest event",
+            show_default=_DEFAULT["windows"],
+        ),
+    ] = None,
+    step_days: Annotated[
+        float | None,
+        typer.Option(help="rolling: days between window starts", show_default="last-days (back to back)"),
+    ] = None,
+    train_days: Annotated[
+        float | None,
+        typer.Option(
+            help="rolling: train on only the N days before each window", show_default="all earlier events"
         ),
     ] = None,
     filter_cold_items: Annotated[
         bool | None,
         typer.Option(
-            help="temporal: drop test events of items not seen before the test period", show_default="on"
+            help="temporal, rolling: drop test events of items not seen before the test period",
+            show_default="on",
         ),
     ] = None,
     filter_seen: Annotated[
         bool | None,
         typer.Option(
-            help="temporal: drop test (user, item) pairs seen before the test period", show_default="on"
+            help="temporal, rolling, ratio: drop test (user, item) pairs seen before the test period",
+            show_default="on",
         ),
     ] = None,
     validation_users: Annotated[
@@ -291,6 +331,11 @@ def benchmark(
             cutoff=cutoff,
             last_days=last_days,
             validation_days=validation_days,
+            test_ratio=test_ratio,
+            validation_ratio=validation_ratio,
+            windows=windows,
+            step_days=step_days,
+            train_days=train_days,
             filter_cold_items=filter_cold_items,
             filter_seen=filter_seen,
             validation_users=validation_users,

@@ -93,6 +93,10 @@ def _restore(part: pl.DataFrame) -> pl.DataFrame:
     return part.sort(_ROW).drop([c for c in part.columns if c.startswith("_")])
 
 
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
 def _cutoff_seconds(
     df: pl.DataFrame, cutoff: datetime | date | str | float | None, last_days: float | None
 ) -> float:
@@ -179,12 +183,14 @@ def user_ratio_split(
     ``validation_ratio`` before them -> validation, the rest -> train.
 
     Per user, ``n_test = max(1, floor(n * test_ratio))`` (and likewise ``n_val`` when
-    ``validation_ratio > 0``); a user keeps at least one training event, so users too short for
-    that stay wholly in train. Leak-free per user (every held-out event of a user is at or after
-    each of that user's training events; ties keep the row order); it does not align users in
-    time, so other users' later events can be in train — use :func:`temporal_split` or
-    :func:`rolling_windows` when that matters. ``filter_seen`` drops test (and validation)
-    events whose (user, item) pair is already in train: they can never be recommended.
+    ``validation_ratio > 0``); a user keeps at least one training event: users too short for a
+    test part stay wholly in train, users too short for a validation part too are tested without
+    one, so the test part is the same whatever ``validation_ratio``. Leak-free per user (every
+    held-out event of a user is at or after each of that user's training events; ties keep the
+    row order); it does not align users in time, so other users' later events can be in train —
+    use :func:`temporal_split` or :func:`rolling_windows` when that matters. ``filter_seen`` drops
+    test events whose (user, item) pair is in train or validation, and validation events whose
+    pair is in train: they can never be recommended.
     """
     for name, value in (("test_ratio", test_ratio), ("validation_ratio", validation_ratio)):
         if not 0.0 <= value < 1.0:
@@ -205,15 +211,16 @@ def user_ratio_split(
         else pl.lit(0)
     )
     ordered = ordered.with_columns(n_test.alias("_n_test"), n_val.alias("_n_val"))
-    held = pl.col("_n") >= pl.col("_n_test") + pl.col("_n_val") + 1
-    is_test = held & (pl.col("_from_end") < pl.col("_n_test"))
-    is_val = held & ~is_test & (pl.col("_from_end") < pl.col("_n_test") + pl.col("_n_val"))
+    tested = pl.col("_n") >= pl.col("_n_test") + 1
+    validated = pl.col("_n") >= pl.col("_n_test") + pl.col("_n_val") + 1
+    is_test = tested & (pl.col("_from_end") < pl.col("_n_test"))
+    is_val = validated & ~is_test & (pl.col("_from_end") < pl.col("_n_test") + pl.col("_n_val"))
     train = ordered.filter(~is_test & ~is_val)
     test, val = ordered.filter(is_test), ordered.filter(is_val)
     if filter_seen:
-        pairs = train.select(USER, ITEM).unique()
-        test = test.join(pairs, on=[USER, ITEM], how="anti")
-        val = val.join(pairs, on=[USER, ITEM], how="anti")
+        before = pl.concat([train, val]).select(USER, ITEM).unique()
+        test = test.join(before, on=[USER, ITEM], how="anti")
+        val = val.join(train.select(USER, ITEM).unique(), on=[USER, ITEM], how="anti")
     return Split(*(_restore(part) for part in (train, val, test)))
 
 
@@ -245,10 +252,16 @@ def rolling_windows(
     if step <= 0 or (train_days is not None and train_days <= 0):
         raise ConfigError(f"rolling_windows: step_days and train_days must be > 0, got {step}, {train_days}")
     ordered = _restore(_ordered(df))
-    end = float(ordered[TIMESTAMP].max()) + 1.0
+    first, end = float(ordered[TIMESTAMP].min()), float(ordered[TIMESTAMP].max()) + 1.0
     splits = []
     for j in range(n_windows):
         start = end - test_days * _DAY - (n_windows - 1 - j) * step * _DAY
+        if start <= first:
+            raise ConfigError(
+                f"rolling_windows: window {j + 1} of {n_windows} would test from {_iso(start)}, but the "
+                f"events begin at {_iso(first)}, leaving nothing to train on; use fewer windows or "
+                f"shorter test_days / step_days (the events span {(end - first) / _DAY:.1f} days)"
+            )
         window = ordered.filter(pl.col(TIMESTAMP) < start + test_days * _DAY)
         if train_days is not None:
             window = window.filter(pl.col(TIMESTAMP) >= start - train_days * _DAY)

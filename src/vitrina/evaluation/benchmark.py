@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,12 @@ from vitrina.data.datasets import DATASETS, resolve
 from vitrina.data.features import item_features_for
 from vitrina.data.filtering import k_core, to_implicit
 from vitrina.data.loaders import load
-from vitrina.data.splits import Split, leave_one_out, temporal_split
+from vitrina.data.splits import Split, leave_one_out, rolling_windows, temporal_split, user_ratio_split
 from vitrina.errors import ConfigError, DataValidationError
 from vitrina.evaluation.api import fit_on_split, history_of, popular_expectation, score_on_split
 from vitrina.evaluation.config import DEFAULT_COLUMNS, BenchmarkConfig
-from vitrina.evaluation.defaults import EXTENSIONS
-from vitrina.evaluation.report import pareto_front, pareto_plot, results_markdown
+from vitrina.evaluation.defaults import DEFAULTS, EXTENSIONS
+from vitrina.evaluation.report import metric_cell, pareto_front, pareto_plot, results_markdown, split_title
 from vitrina.models.base import Recommender
 from vitrina.models.registry import make_model
 
@@ -83,9 +85,41 @@ def load_data(config: BenchmarkConfig) -> tuple[pl.DataFrame, Path, str]:
 
 
 def make_split(config: BenchmarkConfig, df: pl.DataFrame) -> Split:
+    """The one split of ``config`` (every split but ``rolling``, which is several: :func:`make_splits`)."""
+    if config.split == "rolling":
+        raise ConfigError(
+            "split 'rolling' is several splits (one per window); this command takes one: use "
+            "temporal with last_days (the newest window alone)"
+        )
+    return make_splits(config, df)[0]
+
+
+def make_splits(config: BenchmarkConfig, df: pl.DataFrame) -> list[Split]:
+    """The splits a benchmark scores each model on: one, or one per rolling window, oldest first.
+    Validation (early stopping) always lies before the test part: the second-to-last event
+    (loo), the share of each user's events just before the tested ones (ratio), or the
+    ``validation_days`` before the test period (temporal, rolling)."""
     if config.split == "loo":
         users = None if config.validation_users == "all" else config.validation_users
-        return leave_one_out(df, validation_users=users, seed=config.seed)
+        return [leave_one_out(df, validation_users=users, seed=config.seed)]
+    if config.split == "ratio":
+        test_ratio, validation_ratio = config.ratios()
+        return [
+            user_ratio_split(
+                df, test_ratio=test_ratio, validation_ratio=validation_ratio, filter_seen=config.filter_seen
+            )
+        ]
+    if config.split == "rolling":
+        return rolling_windows(
+            df,
+            n_windows=config.windows or int(DEFAULTS["windows"]),  # type: ignore[call-overload]
+            test_days=config.last_days or 0.0,  # required for rolling by BenchmarkConfig
+            step_days=config.step_days,
+            train_days=config.train_days,
+            validation_days=config.validation_days or config.last_days,
+            filter_cold_items=config.filter_cold_items,
+            filter_seen=config.filter_seen,
+        )
     cutoff: Any = config.cutoff
     if cutoff is not None and cutoff.lstrip("-").replace(".", "", 1).isdigit():
         cutoff = float(cutoff)
@@ -93,14 +127,16 @@ def make_split(config: BenchmarkConfig, df: pl.DataFrame) -> Split:
     if validation_days is None:  # a cutoff date: validate on as many days before it as the test spans
         t = temporal_split(df, cutoff=cutoff, filter_cold_items=False, filter_seen=False)
         validation_days = (float(df[TIMESTAMP].max()) - float(t.test[TIMESTAMP].min())) / 86_400 or 1.0
-    return temporal_split(
-        df,
-        cutoff=cutoff,
-        last_days=config.last_days,
-        validation_days=validation_days,
-        filter_cold_items=config.filter_cold_items,
-        filter_seen=config.filter_seen,
-    )
+    return [
+        temporal_split(
+            df,
+            cutoff=cutoff,
+            last_days=config.last_days,
+            validation_days=validation_days,
+            filter_cold_items=config.filter_cold_items,
+            filter_seen=config.filter_seen,
+        )
+    ]
 
 
 _ORDER_ONLY_FORMATS = ("s3rec", "pairs")  # their ``timestamp`` is the position of an event
@@ -194,24 +230,18 @@ def run_benchmark(
         _prepare_output(config.output)
     with _step(console, f"loading {escape(config.dataset)}"):
         df, path, fmt = load_data(config)
-        split = make_split(config, df)
-    evaluable = split.test.join(history_of(split).select(USER).unique(), on=USER, how="semi")
-    if evaluable.height == 0:
-        raise DataValidationError(
-            f"{path}: no user can be evaluated: the {config.split} split leaves "
-            f"{split.test[USER].n_unique()} test user(s), none with earlier events to learn from "
-            f"({df.height} event(s), {df[USER].n_unique()} user(s)); "
-            "evaluation needs users with at least two events"
-        )
-    population = None
-    if config.eval_users is not None:
-        split, population = sample_test_users(split, evaluable, config.eval_users, config.seed)
+        splits = make_splits(config, df)
+    rolling = config.split == "rolling"
+    windows = [
+        _prepare_window(config, df, path, split, f" window {j + 1}/{len(splits)}" if rolling else "")
+        for j, split in enumerate(splits)
+    ]
     console.log(
         f"{escape(config.dataset)}: {df.height:,} events, {df[USER].n_unique():,} users, "
-        f"{df[ITEM].n_unique():,} items; "
-        f"split {config.split}: " + ", ".join(f"{k}={v:,}" for k, v in split.summary().items())
+        f"{df[ITEM].n_unique():,} items"
+        + ("" if rolling else f"; split {config.split}: {_sizes(windows[0].split)}")
     )
-    expected = popular_expectation(history_of(split), split.test, config.k)
+    first = windows[0]
     results: dict[str, Any] = {
         "dataset": config.dataset,
         "split": config.split,
@@ -220,16 +250,23 @@ def run_benchmark(
         "seed": config.seed,
         "validation_users": config.validation_users,
         "columns": list(config.metrics),
-        "data": {"events": df.height, **split.summary()},
+        "data": {"events": df.height} if rolling else {"events": df.height, **first.split.summary()},
         "eval_users": None
-        if population is None
-        else {"sampled": split.test[USER].n_unique(), "of": population, "seed": config.seed},
+        if first.population is None or rolling
+        else {"sampled": first.split.test[USER].n_unique(), "of": first.population, "seed": config.seed},
         "vitrina_version": __version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
+    if rolling:
+        results["windows"] = [w.describe(j) for j, w in enumerate(windows)]
+        for j, w in enumerate(windows):
+            console.log(f"window {j + 1}/{len(windows)}: {_sizes(w.split)}")
     for item in planned:
         try:
-            record = _run_one(item, config, split, path, fmt, expected, console, population)
+            records = [
+                _run_one(item, config, w.split, path, fmt, w.expected, console, w.population, w.label)
+                for w in windows
+            ]
         except BaseException as exc:
             results["failed"] = {"model": item.name, "error": f"{type(exc).__name__}: {exc}"}
             if results["runs"] and config.output is not None:
@@ -239,13 +276,85 @@ def run_benchmark(
                     f"{escape(str(config.output))}"
                 )
             raise
-        results["runs"].append(record)
+        results["runs"].append(combine_windows(records) if rolling else records[0])
         mark_pareto_front(results["runs"], config.k)
     console.print(results_table(results, console.width))
     if config.output is not None:
         write_results(results, config.output)
         console.log(f"wrote {escape(str(config.output))}/results.json, results.md, pareto.png")
     return results
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One split to score every model on, with what its scoring needs."""
+
+    split: Split
+    expected: pl.DataFrame  # the popular baseline's lists, for serendipity
+    population: int | None  # test users sampled from (eval_users), or None: all are evaluated
+    label: str  # " window 2/3" in logs, "" for a single split
+
+    def describe(self, index: int) -> dict[str, Any]:
+        """The window's number, test period (UTC, ISO) and part sizes, for ``results.json``."""
+        times = self.split.test[TIMESTAMP]
+        sample = {} if self.population is None else {"eval_users_of": self.population}
+        return {
+            "window": index + 1,
+            "test_from": _iso(times.min()),
+            "test_to": _iso(times.max()),
+            **self.split.summary(),
+            **sample,
+        }
+
+
+def _iso(seconds: Any) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(float(seconds), UTC).isoformat(timespec="seconds")
+
+
+def _sizes(split: Split) -> str:
+    return ", ".join(f"{k}={v:,}" for k, v in split.summary().items())
+
+
+def _prepare_window(
+    config: BenchmarkConfig, df: pl.DataFrame, path: Path, split: Split, label: str
+) -> _Window:
+    """Check that ``split`` has users to evaluate, sample them (``eval_users``) and compute the
+    popular lists serendipity is measured against."""
+    evaluable = split.test.join(history_of(split).select(USER).unique(), on=USER, how="semi")
+    if evaluable.height == 0:
+        raise DataValidationError(
+            f"{path}: no user can be evaluated{label}: the {config.split} split leaves "
+            f"{split.test[USER].n_unique()} test user(s), none with earlier events to learn from "
+            f"({df.height} event(s), {df[USER].n_unique()} user(s)); "
+            "evaluation needs users with at least two events"
+        )
+    population = None
+    if config.eval_users is not None:
+        split, population = sample_test_users(split, evaluable, config.eval_users, config.seed)
+    expected = popular_expectation(history_of(split), split.test, config.k)
+    return _Window(split, expected, population, label)
+
+
+def combine_windows(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's run over rolling windows: every metric's mean and sample standard deviation
+    across windows (``null`` with one window), mean fit and recommend seconds per window, and
+    each window's own record under ``windows``."""
+    names = list(records[0]["metrics"])
+    values = {n: [float(r["metrics"][n]) for r in records] for n in names}
+    return {
+        "model": records[0]["model"],
+        "params": records[0]["params"],
+        "metrics": {n: statistics.fmean(v) for n, v in values.items()},
+        "metrics_sd": {n: statistics.stdev(v) if len(v) > 1 else None for n, v in values.items()},
+        "fit_seconds": statistics.fmean(r["fit_seconds"] for r in records),
+        "recommend_seconds": statistics.fmean(r["recommend_seconds"] for r in records),
+        "windows": [
+            {"window": j + 1, **{k: v for k, v in r.items() if k not in ("model", "params")}}
+            for j, r in enumerate(records)
+        ],
+    }
 
 
 def _run_one(
@@ -257,9 +366,10 @@ def _run_one(
     expected: pl.DataFrame,
     console: Console,
     population: int | None = None,
+    label: str = "",
 ) -> dict[str, Any]:
     model, k = item.model, config.k
-    console.log(f"[bold]{escape(item.name)}[/bold]: fitting {escape(repr(model))}")
+    console.log(f"[bold]{escape(item.name)}[/bold]{label}: fitting {escape(repr(model))}")
     start = time.perf_counter()
     with _step(console, f"fitting {escape(item.name)}"):
         fit_on_split(model, split)
@@ -289,11 +399,11 @@ def _run_one(
     shown = " ".join(
         f"{m}@{k}={result.metrics[f'{m}@{k}']:.4f}" for m in config.metrics if f"{m}@{k}" in result.metrics
     )
-    console.log(f"{escape(item.name)}: {shown} fit {fit_seconds:.1f}s")
+    console.log(f"{escape(item.name)}{label}: {shown} fit {fit_seconds:.1f}s")
     if not_converged(summary):
         console.log(
-            f"[yellow]{escape(item.name)}: not converged[/yellow] — the best validation epoch is the last "
-            f"one ({summary['best_epoch']}); raise epochs to let early stopping decide"
+            f"[yellow]{escape(item.name)}{label}: not converged[/yellow] — the best validation epoch is "
+            f"the last one ({summary['best_epoch']}); raise epochs to let early stopping decide"
         )
     return record
 
@@ -314,6 +424,10 @@ def not_converged(summary: Mapping[str, Any]) -> bool:
     return summary.get("best_val_recall_at_10") is not None and best is not None and best == trained
 
 
+def _any_not_converged(run: Mapping[str, Any]) -> bool:
+    return not_converged(run) or any(not_converged(w) for w in run.get("windows", []))
+
+
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=str))
 
@@ -325,8 +439,8 @@ def results_table(results: dict[str, Any], width: int | None = None) -> Table:
     names = display_columns(results)
     runs = results["runs"]
     cells = [
-        [escape(r["model"]) + (" (not converged)" if not_converged(r) else "")]
-        + [f"{r['metrics'][f'{m}@{k}']:.4f}" if f"{m}@{k}" in r["metrics"] else "" for m in names]
+        [escape(r["model"]) + (" (not converged)" if _any_not_converged(r) else "")]
+        + [metric_cell(r, f"{m}@{k}") for m in names]
         + [f"{r['fit_seconds']:.1f}", f"{r['recommend_seconds']:.2f}"]
         for r in runs
     ]
@@ -336,7 +450,7 @@ def results_table(results: dict[str, Any], width: int | None = None) -> Table:
         dropped = len(headers) - len(keep)
         caption = f"+{dropped} columns in results.md (pick: --metrics)" if dropped else None
         table = Table(
-            title=f"{escape(str(results['dataset']))} · split {results['split']} · k={k}",
+            title=f"{escape(str(results['dataset']))} · {split_title(results)} · k={k}",
             caption=caption,
             box=box.SIMPLE_HEAD,
             show_edge=False,

@@ -26,6 +26,19 @@ DEFAULT_COLUMNS: tuple[str, ...] = DEFAULTS["metrics"]  # type: ignore[assignmen
 COLUMN_KEYS = {"user": USER, "item": ITEM, "timestamp": TIMESTAMP, "weight": WEIGHT}
 
 
+# split-specific keys with no default: each may only be given with the splits named
+_SPLIT_KEYS = {
+    "cutoff": ("temporal",),
+    "last_days": ("temporal", "rolling"),
+    "validation_days": ("temporal", "rolling"),
+    "test_ratio": ("ratio",),
+    "validation_ratio": ("ratio",),
+    "windows": ("rolling",),
+    "step_days": ("rolling",),
+    "train_days": ("rolling",),
+}
+
+
 def _field(default: Any = None, description: str = "", **kw: Any) -> Any:
     return Field(default, description=description, **kw)
 
@@ -42,17 +55,53 @@ class BenchmarkConfig(BaseModel):
     columns: dict[str, str] | None = _field(
         None, "CSV/TSV/Parquet: your column names, e.g. {user = 'visitor', item = 'sku', timestamp = 'ts'}"
     )
-    split: Literal["loo", "temporal"] = _field(DEFAULTS["split"], "leave-one-out or global temporal")
+    split: Literal["loo", "temporal", "ratio", "rolling"] = _field(
+        DEFAULTS["split"],
+        "loo (leave-one-out), temporal (one global cutoff), ratio (each user's newest share) or rolling "
+        "(time-based cross-validation: several temporal splits moving forward)",
+    )
     cutoff: str | None = _field(None, "temporal: ISO date/time or Unix seconds where test starts")
-    last_days: float | None = _field(None, "temporal: the test period is the last N days")
+    last_days: float | None = _field(
+        None, "temporal: the test period is the last N days; rolling: each window tests on N days", gt=0
+    )
     validation_days: float | None = _field(
-        None, "temporal: validation (early stopping) period cut from the end of train; default last_days"
+        None,
+        "temporal, rolling: validation (early stopping) period cut from the end of each train part; "
+        "default last_days",
+        gt=0,
     )
     filter_cold_items: bool = _field(
-        True, "temporal: drop test events of items not seen before the test period"
+        True, "temporal, rolling: drop test events of items not seen before the test period"
     )
     filter_seen: bool = _field(
-        True, "temporal: drop test (user, item) pairs already seen before the test period"
+        True,
+        "temporal, rolling, ratio: drop test (user, item) pairs already seen before the test period",
+    )
+    test_ratio: float | None = _field(
+        None,
+        f"ratio: each user's newest share of events tested (default {DEFAULTS['test_ratio']})",
+        gt=0,
+        lt=1,
+    )
+    validation_ratio: float | None = _field(
+        None,
+        "ratio: each user's share of events before the test ones held out for validation (early "
+        "stopping); default test_ratio",
+        gt=0,
+        lt=1,
+    )
+    windows: int | None = _field(
+        None, f"rolling: number of test windows, oldest first (default {DEFAULTS['windows']})", ge=1, le=100
+    )
+    step_days: float | None = _field(
+        None,
+        "rolling: days between the starts of consecutive windows; default last_days (back to back)",
+        gt=0,
+    )
+    train_days: float | None = _field(
+        None,
+        "rolling: train on only the N days before each window (sliding); all earlier events if not set",
+        gt=0,
     )
     validation_users: Annotated[int, Field(ge=1)] | Literal["all"] = _field(
         DEFAULTS["validation_users"],
@@ -83,11 +132,34 @@ class BenchmarkConfig(BaseModel):
     def _check(self) -> BenchmarkConfig:
         if self.split == "temporal" and (self.cutoff is None) == (self.last_days is None):
             raise ValueError("temporal split: give exactly one of cutoff or last_days")
+        if self.split == "rolling" and self.last_days is None:
+            raise ValueError("rolling split: give last_days, the length of each test window in days")
+        misplaced = [
+            key
+            for key, splits in _SPLIT_KEYS.items()
+            if getattr(self, key) is not None and self.split not in splits
+        ]
+        if misplaced:
+            raise ValueError(
+                f"{', '.join(misplaced)}: not used by split {self.split!r} (only by "
+                f"{' / '.join(_SPLIT_KEYS[misplaced[0]])}); remove or change the split"
+            )
+        if self.split == "ratio":
+            test, val = self.ratios()
+            if test + val >= 1:
+                raise ValueError(
+                    f"ratio split: test_ratio + validation_ratio must be < 1, got {test} + {val}"
+                )
         if self.columns is not None:
             unknown = sorted(set(self.columns) - set(COLUMN_KEYS) - set(COLUMN_KEYS.values()))
             if unknown:
                 raise ValueError(f"columns: unknown key(s) {unknown}; use user, item, timestamp, weight")
         return self
+
+    def ratios(self) -> tuple[float, float]:
+        """The ratio split's test and validation shares, defaults filled in."""
+        test = self.test_ratio if self.test_ratio is not None else float(DEFAULTS["test_ratio"])  # type: ignore[arg-type]
+        return test, self.validation_ratio if self.validation_ratio is not None else test
 
     def column_mapping(self) -> dict[str, str] | None:
         """``columns`` with vitrina's names as keys (``user`` -> ``user_id``)."""

@@ -17,6 +17,8 @@ METRIC_NAMES = (
 DEFAULTS = {
     "split": "loo",
     "validation_users": 2048,
+    "test_ratio": 0.2,
+    "windows": 3,
     "k": 10,
     "metrics": ("ndcg", "hr", "recall", "mrr", "coverage"),
     "seed": 0,

@@ -6,6 +6,23 @@ from pathlib import Path
 from typing import Any
 
 
+def metric_cell(run: dict[str, Any], name: str) -> str:
+    """``run``'s value of metric ``name`` to 4 decimals, ``mean ± sd`` for a rolling-window run,
+    empty when it was not computed."""
+    if name not in run["metrics"]:
+        return ""
+    sd = run.get("metrics_sd", {}).get(name)
+    return f"{run['metrics'][name]:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+
+
+def split_title(results: dict[str, Any]) -> str:
+    """``split loo``, or for rolling windows ``split rolling (3 windows, mean ± sd)``."""
+    windows = results.get("windows")
+    if not windows:
+        return f"split {results['split']}"
+    return f"split {results['split']} ({len(windows)} windows, mean ± sd)"
+
+
 def results_markdown(results: dict[str, Any], first: list[str]) -> str:
     """The console's columns (``first``, metric names without ``@k``) in its order, then every
     other metric at ``k`` that was computed."""
@@ -15,7 +32,7 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
         m for m in dict.fromkeys(computed) if m[: -len(f"@{k}")] not in first
     ]
     lines = [
-        f"# {results['dataset']} · split `{results['split']}` · k={k} · seed {results.get('seed', 0)}",
+        f"# {results['dataset']} · {split_title(results)} · k={k} · seed {results.get('seed', 0)}",
         "",
         "| model | "
         + " | ".join(names)
@@ -23,7 +40,7 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
         "|---|" + "---:|" * (len(names) + 2) + ":---:|",
     ]
     for r in results["runs"]:
-        cells = [f"{r['metrics'][n]:.4f}" if n in r["metrics"] else "" for n in names]
+        cells = [metric_cell(r, n) for n in names]
         lines.append(
             f"| {r['model']} | "
             + " | ".join(cells)
@@ -49,6 +66,7 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
                 if n != f"coverage@{k}"
             ]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    lines += _windows_markdown(results, names)
     removed = {w: n for w, n in results.get("data", {}).items() if w.startswith("test_removed_")}
     if removed:
         lines += ["", "Test events removed: " + ", ".join(f"{w[13:]} {n:,}" for w, n in removed.items())]
@@ -58,6 +76,34 @@ def results_markdown(results: dict[str, Any], first: list[str]) -> str:
         failed = results["failed"]
         lines += ["", f"**Not finished:** `{failed['model']}` failed: {failed['error']}"]
     return "\n".join(lines) + "\n"
+
+
+def _windows_markdown(results: dict[str, Any], names: list[str]) -> list[str]:
+    """Rolling windows: each window's test period and sizes, then each model's metrics per window."""
+    windows = results.get("windows")
+    if not windows:
+        return []
+    lines = [
+        "",
+        "Windows (test periods in UTC; validation is the period just before each test period):",
+        "",
+        "| window | test from | test to | train events | validation events | test events | test users |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {w['window']} | {w['test_from']} | {w['test_to']} | {w['train_events']:,} "
+        f"| {w['validation_events']:,} | {w['test_events']:,} | {w['test_users']:,} |"
+        for w in windows
+    ]
+    lines += ["", "Per window:", "", "| model | window | " + " | ".join(names) + " | fit s |"]
+    lines.append("|---|---:|" + "---:|" * (len(names) + 1))
+    for r in results["runs"]:
+        for w in r.get("windows", []):
+            cells = [metric_cell(w, n) for n in names]
+            lines.append(
+                f"| {r['model']} | {w['window']} | " + " | ".join(cells) + f" | {w['fit_seconds']:.1f} |"
+            )
+    return lines
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
