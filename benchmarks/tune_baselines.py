@@ -6,6 +6,7 @@ the default and the tuned model on the test part, once. Trials are few (the mach
 read the tuned numbers as what a short search finds, not as each model's ceiling.
 
     python benchmarks/tune_baselines.py --datasets ml-100k,lastfm --trials 12 --output results/tuned
+    python benchmarks/tune_baselines.py --datasets beauty --trials 10 --trials-for ease=5
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="ml-100k,lastfm,beauty")
     parser.add_argument("--models", default="itemknn,ease,als,bpr")
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=12, help="trials per model (default 12)")
+    parser.add_argument(
+        "--trials-for",
+        default="",
+        help="per-model trial counts overriding --trials, e.g. ease=5,bpr=8 (slow fits get fewer)",
+    )
     parser.add_argument("--output", type=Path, default=Path("results/tuned-baselines"))
     args = parser.parse_args()
     console = Console(stderr=True, log_path=False)
+    trials_for = {m: int(n) for m, n in (kv.split("=") for kv in args.trials_for.split(",") if kv)}
     rows = []
     for dataset in args.datasets.split(","):
         config = make_config({"dataset": dataset, "split": "loo", "seed": 0})
@@ -40,7 +47,11 @@ def main() -> None:
         for name in args.models.split(","):
             start = time.perf_counter()
             study = tune_on_split(
-                name, split, n_trials=args.trials, seed=0, output=args.output / dataset / name
+                name,
+                split,
+                n_trials=trials_for.get(name, args.trials),
+                seed=0,
+                output=args.output / dataset / name,
             )
             console.log(f"{dataset} {name}: best validation {study.best_value:.4f} {study.best_params}")
             instances[f"{name} default"] = make_model(name)
