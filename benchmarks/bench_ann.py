@@ -66,7 +66,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|", flush=True)
     half = rng.random(args.items) < 0.5
     for ef in (int(x) for x in args.expansion_search.split(",")):
-        index.index.expansion_search = ef
+        index.expansion_search = ef
         for label, allowed in (("none", None), ("50% available", half)):
             recall, lat, exact = run(index, queries, args.k, allowed)
             p50, p99 = np.percentile(lat, [50, 99])

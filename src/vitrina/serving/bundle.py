@@ -113,18 +113,16 @@ class ModelBundle:
         """Scores over all items for a known user (``history is None``) or a history.
 
         Entries outside ``allowed`` may be anything (the caller masks them). With an ANN index only
-        ``n_candidates`` allowed items (more where the user has seen items) are scored, exactly; the
+        ``n_candidates`` allowed items are scored, exactly; the
         rest are -inf.
         """
         model = self.model
         if self.ann is not None:
             emb = cast(EmbeddingModel, model)
             query = emb.user_vectors(np.array([user])) if history is None else emb.history_vectors([history])
-            # Masked-out seen items are among the nearest neighbours (models score them highest), so
-            # the mask's pass rate understates how many the cut loses: fetch that many more.
-            seen = self.seen_of(user) if history is None else history
-            n_hidden = np.count_nonzero(~allowed[np.unique(seen)])
-            idx, val = self.ann.search(query[0], n_candidates + n_hidden, allowed)
+            # masked-out seen items are among the nearest neighbours (models score them highest): the
+            # index widens its fetch until n_candidates allowed items survive, or scans exactly
+            idx, val = self.ann.search(query[0], n_candidates, allowed)
             out = np.full(self.n_items, -np.inf, dtype=np.float32)
             out[idx[idx >= 0]] = val[idx >= 0]
             return out
