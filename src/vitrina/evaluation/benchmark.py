@@ -236,9 +236,11 @@ def run_benchmark(
         _prepare_window(config, df, path, split, f" window {j + 1}/{len(splits)}" if rolling else "")
         for j, split in enumerate(splits)
     ]
+    # the splits hold every event again: drop the loaded table, keep its sizes for the report
+    n_events, n_users, n_items = df.height, df[USER].n_unique(), df[ITEM].n_unique()
+    del df, splits
     console.log(
-        f"{escape(config.dataset)}: {df.height:,} events, {df[USER].n_unique():,} users, "
-        f"{df[ITEM].n_unique():,} items"
+        f"{escape(config.dataset)}: {n_events:,} events, {n_users:,} users, {n_items:,} items"
         + ("" if rolling else f"; split {config.split}: {_sizes(windows[0].split)}")
     )
     first = windows[0]
@@ -250,7 +252,7 @@ def run_benchmark(
         "seed": config.seed,
         "validation_users": config.validation_users,
         "columns": list(config.metrics),
-        "data": {"events": df.height} if rolling else {"events": df.height, **first.split.summary()},
+        "data": {"events": n_events} if rolling else {"events": n_events, **first.split.summary()},
         "eval_users": None
         if first.population is None or rolling
         else {"sampled": first.split.test[USER].n_unique(), "of": first.population, "seed": config.seed},
@@ -261,7 +263,8 @@ def run_benchmark(
         results["windows"] = [w.describe(j) for j, w in enumerate(windows)]
         for j, w in enumerate(windows):
             console.log(f"window {j + 1}/{len(windows)}: {_sizes(w.split)}")
-    for item in planned:
+    while planned:  # a model is dropped once reported, so fitted models do not pile up in memory
+        item = planned.pop(0)
         try:
             records = [
                 _run_one(item, config, w.split, path, fmt, w.expected, console, w.population, w.label)
