@@ -416,11 +416,28 @@ def start_server(model_dir: str, port: int, extra: list[str], token: str) -> sub
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}: {' '.join(cmd)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return proc
+        if healthy(port):
+            break
         time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start within 300 s")
+    else:
+        proc.kill()
+        raise SystemExit("server did not start within 300 s")
+    # With --workers N the port answers once one worker is up; the others are still loading the
+    # model. Wait until the whole process tree is idle, so that no step competes with a start-up.
+    while time.monotonic() < deadline:
+        before = cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        if cpu_seconds(proc.pid) - before < 0.05:
+            break
+    return proc
+
+
+def healthy(port: int) -> bool:
+    """``GET /health`` answers 200 on the loopback port."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        return conn.recv(64).startswith(b"HTTP/1.1 200")
+    return False
 
 
 def fmt(x: float | None, digits: int = 1) -> str:
