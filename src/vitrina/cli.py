@@ -376,14 +376,22 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="sequential models: continue from OUTPUT/checkpoint.pt, saved every epoch")
     ] = False,
+    validate: Annotated[
+        bool,
+        typer.Option(
+            help="models without early stopping: first fit a copy without the validation sample and "
+            "score it, for the lineage (doubles the fit time)"
+        ),
+    ] = True,
 ) -> None:
     """Fit one model on all events of a dataset and save it (early stopping on the latest event of
     2,048 random users, the rest trained on). The bundle records its lineage: the data file's
-    sha256 and size, the save time, the vitrina version and the validation scores. Under torchrun,
-    sequential models train data-parallel and rank 0 saves."""
+    sha256 and size, the save time, the vitrina version and the validation scores on the latest
+    event of those 2,048 users (other models: of a copy fitted without them, unless
+    --no-validate). Under torchrun, sequential models train data-parallel and rank 0 saves."""
     from vitrina.evaluation.benchmark import check_time, load_data
     from vitrina.evaluation.config import make_config, parse_columns, parse_models
-    from vitrina.evaluation.training import data_lineage, fit_on_all
+    from vitrina.evaluation.training import data_lineage, fit_on_all, validation_lineage
     from vitrina.models.registry import make_model
     from vitrina.models.sequential.ddp import DistContext, init_from_env
 
@@ -423,12 +431,21 @@ def train(
                 fitted = fit_on_all(model_obj, df, seed=seed)
         if not DistContext.current().is_main:
             return
-        fitted.save(output, name=runs[0].name, lineage=data_lineage(dataset, source, df))
+        with err.status(f"scoring {runs[0].name} on the validation sample"):
+            validation = validation_lineage(fitted, df, seed=seed, score_baselines=validate)
+        fitted.save(output, name=runs[0].name, lineage=data_lineage(dataset, source, df) | validation)
         if "checkpoint" in accepted:  # the model is saved: the training state is no longer needed
             for path in (Path(params["checkpoint"]), Path(params["checkpoint"] + ".refit")):
                 path.unlink(missing_ok=True)
     except VitrinaError as exc:
         raise _fail(exc) from None
+    scores = validation["validation"]
+    if scores is None:
+        err.print(f"validation: none ({validation['validation_note']})", markup=False)
+    else:
+        metrics = scores["metrics"]
+        shown = " ".join(f"{m}={metrics[m]:.4f}" for m in ("ndcg@10", "hr@10", "recall@10") if m in metrics)
+        err.print(f"validation ({scores['users']:,} users' latest event): {shown}", markup=False)
     err.print(f"saved {runs[0].name} to {output}", markup=False)
 
 
