@@ -17,7 +17,7 @@ from vitrina.errors import ConfigError
 from vitrina.models._common import history_matrix
 from vitrina.models.base import Recommender
 
-_BLOCK_FLOATS = 1 << 22  # dense similarity floats per block (32 MB in float64): bounds fit memory
+_BLOCK_PAIRS = 1 << 22  # (user, item) pairs visited per block of the product: bounds fit memory
 
 
 class ItemKNN(Recommender):
@@ -70,34 +70,39 @@ class ItemKNN(Recommender):
 
 
 def item_similarity(x: sp.csr_matrix, k_neighbors: int, shrinkage: float) -> sp.csr_matrix:
-    """Top-``k_neighbors`` shrunk cosine per item (row), float32 CSR with a zero diagonal.
+    """Top-``k_neighbors`` shrunk cosine per item (row), float32 CSR with a zero diagonal; equal
+    similarities keep the lower item index.
 
-    ``XᵀX`` is symmetric, so rows of one item block are computed at once (a sparse product,
-    densified to at most ``_BLOCK_FLOATS`` values), pruned to their top-k positive entries and
-    stacked: memory stays bounded for large catalogues.
+    ``XᵀX`` is symmetric, so rows of one item block are computed at once as a sparse product and
+    pruned to their top-k positive entries without densifying: the work grows with the
+    co-occurring pairs, not with items², and a block is cut when its rows would visit
+    ``_BLOCK_PAIRS`` (user, item) pairs, which bounds memory for large catalogues.
     """
     n_items = x.shape[1]
     xt = x.T.tocsr()
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
     k = min(k_neighbors, max(n_items - 1, 1))
-    step = max(1, _BLOCK_FLOATS // max(n_items, 1))
+    # pairs each item's row of the product visits: an upper bound on its stored entries
+    visits = np.cumsum(xt @ np.diff(x.indptr).astype(np.float64))
     rows, cols, vals = [], [], []
-    for start in range(0, n_items, step):
-        stop = min(start + step, n_items)
-        dots = (xt[start:stop] @ x).toarray()
-        denom = norms[start:stop, None] * norms[None, :] + shrinkage
-        sim = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
-        sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        top = (
-            np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            if k < n_items
-            else np.tile(np.arange(n_items), (stop - start, 1))
-        )
-        top_vals = np.take_along_axis(sim, top, axis=1)
-        keep = top_vals > 0
-        rows.append(np.broadcast_to(np.arange(start, stop)[:, None], top.shape)[keep])
-        cols.append(top[keep])
-        vals.append(top_vals[keep])
+    start = 0
+    while start < n_items:
+        done = visits[start - 1] if start else 0.0
+        stop = min(max(start + 1, int(np.searchsorted(visits, done + _BLOCK_PAIRS, side="right"))), n_items)
+        dots = xt[start:stop] @ x
+        r = np.repeat(np.arange(stop - start), np.diff(dots.indptr))
+        c, d = dots.indices, dots.data
+        denom = norms[start + r] * norms[c] + shrinkage
+        sim = np.divide(d, denom, out=np.zeros_like(d), where=denom > 0)
+        keep = (sim > 0) & (c != r + start)
+        r, c, sim = r[keep], c[keep], sim[keep]
+        order = np.lexsort((c, -sim, r))  # by row, best first, equal scores by item index
+        r, c, sim = r[order], c[order], sim[order]
+        top = np.arange(len(r)) - np.searchsorted(r, np.arange(stop - start))[r] < k
+        rows.append(r[top] + start)
+        cols.append(c[top])
+        vals.append(sim[top])
+        start = stop
     sim_csr = sp.csr_matrix(
         (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_items, n_items),
