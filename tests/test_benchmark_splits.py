@@ -139,3 +139,13 @@ def test_help_shows_the_split_defaults() -> None:
     for flag, default in (("--test-ratio", "0.2"), ("--windows", "3"), ("--validation-ratio", "test-ratio")):
         assert flag in text
         assert f"[default: ({default})]" in text
+
+
+def test_tune_searches_on_the_ratio_split_and_refuses_rolling(events_csv: Path, tmp_path: Path) -> None:
+    pytest.importorskip("optuna", reason="vitrina tune needs Optuna (vitrina[tune])")
+    args = ["tune", "--dataset", str(events_csv), "--model", "popular", "--trials", "1"]
+    ok = runner.invoke(app, [*args, "--split", "ratio", "--output", str(tmp_path / "t")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "t" / "best.toml").is_file()
+    rolling = runner.invoke(app, [*args, "--split", "rolling", "--last-days", "10"])
+    assert rolling.exit_code == 2 and "several splits" in " ".join(rolling.output.split())

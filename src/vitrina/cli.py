@@ -511,7 +511,9 @@ def tune(
     output: Annotated[
         Path, typer.Option(help="folder for study.json, best.toml, report.md, history.png")
     ] = Path("tune"),
-    split: Annotated[str, typer.Option(help="loo or temporal (temporal needs --last-days)")] = "loo",
+    split: Annotated[
+        str, typer.Option(help="loo, temporal (needs --last-days) or ratio (each user's newest 20%)")
+    ] = "loo",
     last_days: Annotated[float | None, typer.Option(help="temporal: test on the last N days")] = None,
     validation_days: Annotated[float | None, typer.Option(help="temporal: validation days")] = None,
     validation_users: Annotated[
