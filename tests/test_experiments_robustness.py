@@ -44,6 +44,7 @@ def _design(spec: DesignSpec = SPEC) -> Design:
         baseline=1.0,
         sd=1.0,
         required_units=800.0,
+        fixed_units=800.0,
         mde_absolute=0.1,
         achievable_mde=0.09,
         power=0.85,
@@ -56,6 +57,7 @@ def _design(spec: DesignSpec = SPEC) -> Design:
         weeks=(week,),
         duration_weeks=1,
         feasible=True,
+        sized_for="fixed horizon, one look at the end",
         message="run 1 week",
     )
 

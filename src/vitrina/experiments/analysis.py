@@ -34,7 +34,7 @@ from vitrina.experiments.schema import (
     validate_events,
     validate_history,
 )
-from vitrina.experiments.sequential import look_estimates, msprt, rerandomised_z, spending_test
+from vitrina.experiments.sequential import DRAWS, look_estimates, msprt, rerandomised_z, spending_test
 from vitrina.experiments.srm import SrmResult, srm_test
 from vitrina.experiments.stats import (
     EffectEstimate,
@@ -50,7 +50,6 @@ from vitrina.experiments.stats import (
 __all__ = ["Analysis", "MetricResult", "SequentialPath", "analyze"]
 
 _DAY = 86_400.0
-_DRAWS = 500  # re-randomisations of the daily-looks test; the level is then (ceil(alpha * 501) - 1) / 501
 PRE = "pre"
 
 
@@ -267,7 +266,7 @@ def _sequential(
             "planned window only (filter the log) or re-design"
         )
     share = spec.variants[treatment] / (spec.variants[treatment] + spec.variants[spec.control])
-    z = rerandomised_z(treated, num, entered, share, np.random.default_rng(seed), _DRAWS, den)
+    z = rerandomised_z(treated, num, entered, share, np.random.default_rng(seed), DRAWS, den)
     res = spending_test(z, planned_days, spec.alpha)
     est = look_estimates(treated, num, entered, den, spec.alpha)
     return SequentialPath(

@@ -18,6 +18,15 @@ with sigma^2 the per-unit variance (the delta-method linearised variance
 proportion primary (without CUPED) is sized for the pooled two-proportion test with each arm's own
 variance under the alternative (:func:`proportion_units`). CUPED is not applied to a ratio primary
 (the analysis has no regression-adjusted delta method), so such a plan assumes no variance reduction.
+
+A sequential design (``sequential="spending"`` or ``"msprt"``) is sized for the test the analysis
+runs on it, daily looks over the whole weeks planned: the fixed-horizon size times the inflation
+factor ``(theta_seq / (z_{1-alpha/2} + z_power))^2``, where ``theta_seq`` is the drift at the last
+look with which the sequential test reaches the power (:func:`~vitrina.experiments.sequential.required_drift`,
+by simulation with a fixed seed). The daily drift of z comes from the history: units by day from the
+growth forecast and the primary's baseline and per-unit sd over the first d days, with the treatment
+multiplying the metric by a constant factor (a relative lift, so a cumulative metric's effect grows
+with it). The daily looks do not use CUPED, so a sequential plan assumes no variance reduction.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from scipy import stats as sps
 from vitrina.errors import ConfigError, DataValidationError
 from vitrina.experiments.metrics import DEN, NUM, MetricSpec, per_unit
 from vitrina.experiments.schema import TIMESTAMP, UNIT_ID, validate_history
+from vitrina.experiments.sequential import LookModel, required_drift, sequential_power
 
 __all__ = [
     "DESIGN_SCHEMA_VERSION",
@@ -59,7 +69,8 @@ __all__ = [
     "required_units",
 ]
 
-DESIGN_SCHEMA_VERSION = 1
+#: 2: sequential designs sized for their test (``sized_for``, ``fixed_units``, ``inflation``).
+DESIGN_SCHEMA_VERSION = 2
 #: Longest test a design may plan (two years): longer horizons are not an A/B test.
 MAX_WEEKS = 104
 Decision = Literal["ship", "dont_ship", "inconclusive"]
@@ -164,10 +175,12 @@ class WeekPlan(BaseModel):
     units: float
     baseline: float
     sd: float
-    required_units: float
+    required_units: float = Field(description="units the test that runs needs (sequential if planned)")
+    fixed_units: float = Field(description="units a single look at the end would need")
+    inflation: float = Field(1.0, description="required_units / fixed_units (sequential inflation factor)")
     mde_absolute: float
     achievable_mde: float
-    power: float
+    power: float = Field(description="power of the test that runs at the MDE")
     extrapolated: bool
 
 
@@ -183,6 +196,12 @@ class HistoryEstimate(BaseModel):
     growth_params: tuple[float, ...] = ()
     backtest_error: float | None = None
     rho: float | None
+    daily_drift: tuple[float, ...] = Field(
+        (), description="sequential designs: z drift per unit relative lift on each day of the test"
+    )
+    daily_se: tuple[float, ...] = Field(
+        (), description="sequential designs: standard error per unit absolute effect on each day"
+    )
 
 
 class Design(BaseModel):
@@ -197,6 +216,7 @@ class Design(BaseModel):
     weeks: tuple[WeekPlan, ...]
     duration_weeks: int | None
     feasible: bool
+    sized_for: str = Field(description="the test whose power the plan promises")
     message: str
 
     def save(self, path: str | Path) -> None:
@@ -429,12 +449,67 @@ def _fit_users(
     return "power", power, errors.get("power"), power
 
 
+def _daily_looks(
+    spec: DesignSpec, window_log: pl.DataFrame, start: float, units_by_day: np.ndarray, factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per test day d = 1..7 * max_weeks: z drift per unit relative lift and SE per unit absolute effect.
+
+    The primary's baseline and per-unit sd over the first d days come from the history; beyond it the
+    last day's are kept (as the weekly plan does). Days with fewer than 2 units carry no information.
+    """
+    n_days = units_by_day.size
+    history_days = int((float(window_log[TIMESTAMP].max()) - start) // _DAY) + 1
+    stats: list[tuple[float, float]] = []
+    for day in range(1, min(history_days, n_days) + 1):
+        window = window_log.filter(pl.col(TIMESTAMP) < start + day * _DAY)
+        units = window.select(UNIT_ID).unique(maintain_order=True)
+        if units.height < 2:
+            stats.append((0.0, 0.0))
+            continue
+        baseline, sd, _ = _unit_stats(per_unit(window, spec.primary, units), spec.primary)
+        if spec.primary.kind == "proportion":
+            sd = math.sqrt(baseline * (1 - baseline))
+        stats.append((baseline, sd))
+    stats += [stats[-1]] * (n_days - len(stats))
+    baseline, sd = (np.array(col) for col in zip(*stats, strict=True))
+    ok = (sd > 0) & (units_by_day >= 2)
+    se = np.where(ok, sd * np.sqrt(factor / np.maximum(units_by_day, 1.0)), 0.0)
+    effect = np.abs(baseline) if baseline[-1] != 0 else np.ones(n_days)  # a constant relative lift
+    drift = np.where(ok, effect / np.where(ok, se, 1.0), 0.0)
+    se = np.where(ok, se, 1e6 * se.max())  # no information: mSPRT's threshold is out of reach
+    return drift, se
+
+
+def _sequential_week(
+    spec: DesignSpec, drift: np.ndarray, se: np.ndarray, fixed_power: float
+) -> tuple[float, float]:
+    """Inflation factor over the fixed-horizon size and power of the sequential test for ``drift.size``
+    daily looks, given the fixed-horizon test's power at the same size."""
+    test = "spending" if spec.sequential == "spending" else "msprt"
+    n_paths = min(20_000, max(2_000, 2_000_000 // drift.size))
+    model = LookModel.build(drift, se / se[-1], n_paths=n_paths, seed=0)
+    z_a = float(sps.norm.ppf(1 - spec.alpha / 2))
+    theta_fixed = z_a + float(sps.norm.ppf(spec.power))
+    inflation = (required_drift(test, model, spec.alpha, spec.power) / theta_fixed) ** 2
+    theta = z_a + float(sps.norm.ppf(min(max(fixed_power, 1e-12), 1 - 1e-12)))
+    return inflation, sequential_power(test, model, theta, spec.alpha)
+
+
+def _sized_for(spec: DesignSpec, weeks: int) -> str:
+    if spec.sequential == "spending":
+        return f"re-randomised |Z| spending test, {7 * weeks} daily looks"
+    if spec.sequential == "msprt":
+        return f"mSPRT, {7 * weeks} daily looks"
+    return "fixed horizon, one look at the end"
+
+
 def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
     """Estimate variance, baseline and user growth from ``history`` and size the test in whole weeks.
 
     ``history`` is an event log (``unit_id``, ``timestamp``, ``event``, ``value``; experiment columns are
     not needed) from before the test. With ``spec.cuped`` its first ``pre_weeks`` weeks are the
-    pre-period for the covariate and the windows start after them.
+    pre-period for the covariate and the windows start after them. A sequential design is sized for
+    its daily-looks test (see the module docstring) and says so in ``sized_for`` and its message.
     """
     if spec.unit != "user":
         warnings.warn(
@@ -469,6 +544,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
     history_weeks = (total_days - pre_days) // 7
     pre_log = history.filter(pl.col(TIMESTAMP) < start)
     factor = _share_factor(spec.variants, spec.control)
+    cuped = spec.cuped and spec.primary.kind != "ratio" and spec.sequential == "none"
     rhos: list[float] = []
     measured: list[tuple[float, float]] = []
     for weeks in range(1, min(history_weeks, spec.max_weeks) + 1):
@@ -477,7 +553,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         baseline, sd, lin = _unit_stats(per_unit(window, spec.primary, units), spec.primary)
         if spec.primary.kind == "proportion":
             sd = math.sqrt(baseline * (1 - baseline))
-        if spec.cuped and spec.primary.kind != "ratio":
+        if cuped:
             _, _, pre = _unit_stats(per_unit(pre_log, spec.primary, units), spec.primary)
             rho = float(np.corrcoef(lin, pre)[0, 1]) if pre.std() > 0 else 0.0
             rhos.append(rho)
@@ -489,7 +565,14 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
                 "absolute MDE"
             )
         measured.append((baseline, sd))
-    exact_proportion = spec.primary.kind == "proportion" and not spec.cuped
+    exact_proportion = spec.primary.kind == "proportion" and not cuped
+    days = np.arange(1, 7 * spec.max_weeks + 1, dtype=np.float64)
+    units_by_day = _growth(fitted, days) * spec.traffic
+    if spec.sequential != "none":
+        daily_drift, daily_se = _daily_looks(spec, window_log, start, units_by_day, factor)
+        fitted = fitted.model_copy(
+            update={"daily_drift": tuple(daily_drift.tolist()), "daily_se": tuple(daily_se.tolist())}
+        )
     w_c, w_t = _arm_shares(spec.variants, spec.control)
     pair_share = spec.variants[spec.control] + min(v for k, v in spec.variants.items() if k != spec.control)
     plans: list[WeekPlan] = []
@@ -506,20 +589,27 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
             need = required_units(mde_abs, sd, spec.alpha, spec.power, factor)
             reach = achievable_mde(n_units, sd, spec.alpha, spec.power, factor)
             pw = power_at(mde_abs, n_units, sd, spec.alpha, factor)
+        inflation = 1.0
+        if spec.sequential != "none":
+            looks = 7 * weeks
+            inflation, pw = _sequential_week(spec, daily_drift[:looks], daily_se[:looks], pw)
         plans.append(
             WeekPlan(
                 weeks=weeks,
                 units=n_units,
                 baseline=baseline,
                 sd=sd,
-                required_units=need,
+                required_units=need * inflation,
+                fixed_units=need,
+                inflation=inflation,
                 mde_absolute=mde_abs,
-                achievable_mde=reach,
+                achievable_mde=reach * math.sqrt(inflation),
                 power=pw,
                 extrapolated=weeks > history_weeks,
             )
         )
     ok = [p for p in plans if p.units >= p.required_units]
+    sized_for = _sized_for(spec, ok[0].weeks if ok else spec.max_weeks)
     mde_text = f"{spec.mde:.3g}{' relative' if spec.mde_relative else ' absolute'}"
     if ok:
         weeks = ok[0].weeks
@@ -528,6 +618,11 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
             f"run {weeks} week(s): ~{p.units:,.0f} units expected, {p.required_units:,.0f} needed for MDE "
             f"{mde_text} ({p.mde_absolute:.4g} absolute) at power {spec.power:.0%}, alpha {spec.alpha}"
         )
+        if spec.sequential != "none":
+            message += (
+                f"; sized for the {sized_for} ({p.inflation:.2f}x the {p.fixed_units:,.0f} units of one "
+                "look at the end)"
+            )
         if p.extrapolated:
             message += "; per-unit variance extrapolated beyond the history window"
     else:
@@ -538,10 +633,17 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
             f"are needed; the smallest detectable effect is {worst.achievable_mde:.4g} absolute. Raise "
             "traffic, the MDE or the variance reduction (cuped), or pick a more sensitive metric"
         )
+        if spec.sequential != "none":
+            message += f" (sized for the {sized_for})"
     if backtest is not None:
         message += (
             f"; units forecast by a {growth} growth curve (backtest on the history: largest error "
             f"{backtest:.1%} on the last third of its days)"
+        )
+    if spec.cuped and spec.primary.kind != "ratio" and spec.sequential != "none":
+        message += (
+            "; CUPED is not applied to the daily looks of a sequential design, so the plan assumes no "
+            "variance reduction"
         )
     if spec.cuped and spec.primary.kind == "ratio":
         message += (
@@ -555,6 +657,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         weeks=tuple(plans),
         duration_weeks=ok[0].weeks if ok else None,
         feasible=bool(ok),
+        sized_for=sized_for,
         message=message,
     )
 
@@ -572,11 +675,27 @@ def plot_power_curve(design: Design, path: str | Path) -> Path:
     weeks = [p.weeks for p in design.weeks]
     left.plot(weeks, [p.power for p in design.weeks], marker="o")
     left.axhline(spec.power, color="grey", linestyle="--", label=f"target power {spec.power:.0%}")
-    left.set(xlabel="duration (weeks)", ylabel="power at the MDE", ylim=(0, 1.02), title="Power vs duration")
+    test_name = design.sized_for.split(",")[0]
+    left.set(
+        xlabel="duration (weeks)",
+        ylabel=f"power at the MDE ({test_name})",
+        ylim=(0, 1.02),
+        title="Power vs duration",
+    )
     left.legend()
     chosen = design.weeks[(design.duration_weeks or len(design.weeks)) - 1]
     effects = np.linspace(0, 2.5 * chosen.mde_absolute, 100)
-    right.plot(effects, [power_at(e, chosen.units, chosen.sd, spec.alpha, factor) for e in effects])
+    fixed = [power_at(e, chosen.units, chosen.sd, spec.alpha, factor) for e in effects]
+    if spec.sequential == "none":
+        right.plot(effects, fixed)
+    else:
+        looks = 7 * chosen.weeks
+        se = np.asarray(design.history.daily_se[:looks])
+        model = LookModel.build(design.history.daily_drift[:looks], se / se[-1])
+        test = "spending" if spec.sequential == "spending" else "msprt"
+        tau = chosen.mde_absolute / se[-1]
+        right.plot(effects, [sequential_power(test, model, e / se[-1], spec.alpha, tau) for e in effects])
+        right.plot(effects, fixed, linestyle=":", label="one look at the end")
     right.axvline(chosen.mde_absolute, color="grey", linestyle="--", label="MDE")
     right.axhline(spec.power, color="grey", linestyle=":")
     right.set(

@@ -17,12 +17,22 @@ Two tests, on looks k = 1..K (last axis; leading axes are independent experiment
 Use :func:`spending_test` when the looks are fixed in advance (design ``sequential="spending"``: daily
 looks over the planned weeks) and full alpha is wanted; use :func:`msprt` when looks are unplanned or
 the horizon is open.
+
+Sizing (:class:`LookModel`, :func:`sequential_power`, :func:`required_drift`): the planner needs the
+power of the test that will run, not of a single look. The daily z statistics are modelled by their
+canonical joint distribution (Jennison & Turnbull 2000, ch. 3): ``Z_k = theta g_k + W(t_k) / sqrt(t_k)``
+with ``W`` a Brownian motion in information time ``t_k = g_k^2`` and ``g_k`` the drift at look k per
+unit of drift ``theta`` at the last look. The power is the share of ``n_paths`` simulated paths (fixed
+seed) that cross: the spending test's boundaries are the quantiles of the null paths with the
+analysis's own quota of its ``DRAWS + 1`` label vectors, mSPRT's is its closed-form |Z| threshold.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,16 +40,23 @@ from numpy.typing import ArrayLike, NDArray
 from vitrina.experiments.stats import EffectEstimate, MeanStats, PairStats, ratio_test, welch_test
 
 __all__ = [
+    "DRAWS",
+    "LookModel",
     "MsprtResult",
     "SpendingResult",
     "look_estimates",
     "msprt",
     "pocock_spending",
+    "required_drift",
     "rerandomised_z",
+    "sequential_power",
     "spending_test",
 ]
 
 _CHUNK = 8192
+#: Re-randomisations of the daily-looks spending test in the analysis (its level is then
+#: ``(ceil(alpha * (DRAWS + 1)) - 1) / (DRAWS + 1)``).
+DRAWS = 500
 
 
 @dataclass(frozen=True)
@@ -254,3 +271,127 @@ def spending_test(z: ArrayLike, planned_looks: int, alpha: float = 0.05) -> Spen
     return SpendingResult(
         z=np.asarray(z, dtype=np.float64)[..., 0, :], boundary=boundary, p_value=p, alpha=alpha
     )
+
+
+@dataclass(frozen=True)
+class LookModel:
+    """Joint distribution of the z statistics at the planned looks, for sizing a sequential design.
+
+    ``drift[k]``: mean of z at look k per unit of mean at the last look (ends at 1, non-decreasing);
+    ``se_ratio[k]``: standard error of the effect estimate at look k over the one at the last look
+    (mSPRT's mixture is on the effect, so its threshold depends on it). ``null_z`` holds ``n_paths``
+    simulated null paths, shape (paths, looks).
+    """
+
+    drift: NDArray[np.float64]
+    se_ratio: NDArray[np.float64]
+    null_z: NDArray[np.float64]
+
+    @classmethod
+    def build(cls, drift: ArrayLike, se_ratio: ArrayLike, n_paths: int = 20_000, seed: int = 0) -> LookModel:
+        """Simulate the null paths; ``drift`` is made non-decreasing and scaled to end at 1."""
+        g = np.maximum.accumulate(np.maximum(np.asarray(drift, dtype=np.float64), 0.0))
+        r = np.asarray(se_ratio, dtype=np.float64)
+        if g.ndim != 1 or g.size == 0 or g[-1] <= 0 or r.shape != g.shape or np.any(r <= 0):
+            raise ValueError(
+                f"drift and se_ratio must be 1-d of one length with a positive last drift and positive "
+                f"se ratios, got drift {g.shape} ending {g[-1] if g.size else None}, se_ratio {r.shape}"
+            )
+        g = g / g[-1]
+        return cls(drift=g, se_ratio=r, null_z=_null_paths(tuple(g.tolist()), n_paths, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _null_paths(drift: tuple[float, ...], n_paths: int, seed: int) -> NDArray[np.float64]:
+    """Null z paths W(t_k) / sqrt(t_k) with t_k = drift_k^2 (cached: the planner asks per week)."""
+    t = np.maximum(np.square(np.asarray(drift)), 1e-12)
+    steps = np.sqrt(np.diff(t, prepend=0.0))
+    rng = np.random.default_rng(seed)
+    paths = np.cumsum(rng.standard_normal((n_paths, t.size)) * steps, axis=1) / np.sqrt(t)
+    paths.flags.writeable = False
+    return paths
+
+
+def _spending_boundary(null_z: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+    """|Z| boundary per look letting the share of null paths cross that the analysis's quota allows."""
+    n_paths, looks = null_z.shape
+    quota = np.ceil(pocock_spending(np.arange(1, looks + 1) / looks, alpha) * (DRAWS + 1) - 1e-9) - 1
+    allowed = np.floor(quota / (DRAWS + 1) * n_paths).astype(np.int64)
+    a = np.abs(null_z)
+    alive = np.ones(n_paths, dtype=bool)
+    boundary = np.full(looks, np.inf)
+    for k in range(looks):
+        need = int(allowed[k]) - int(n_paths - alive.sum())
+        if need <= 0:
+            continue
+        live = a[alive, k]
+        boundary[k] = np.partition(live, live.size - need - 1)[live.size - need - 1]
+        alive &= ~(a[:, k] > boundary[k])
+    return boundary
+
+
+def _msprt_threshold(theta: float, se_ratio: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+    """mSPRT rejects at a look when |z| reaches this; mixing scale tau = the effect of drift theta."""
+    r = np.maximum(theta * theta / np.square(se_ratio), 1e-300)
+    return np.sqrt((1 + 1 / r) * (2 * math.log(1 / alpha) + np.log1p(r)))
+
+
+def _spending_crossing(model: LookModel, alpha: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per null path, the drifts theta >= 0 at which it crosses: above the first, or below the second."""
+    b = _spending_boundary(model.null_z, alpha)
+    finite = np.isfinite(b)
+    z, g = model.null_z[:, finite], np.maximum(model.drift[finite], 1e-9)
+    if not finite.any():
+        return np.full(z.shape[0], np.inf), np.full(z.shape[0], -np.inf)
+    return ((b[finite] - z) / g).min(axis=1), ((-b[finite] - z) / g).max(axis=1)
+
+
+def sequential_power(
+    test: Literal["spending", "msprt"],
+    model: LookModel,
+    theta: float,
+    alpha: float = 0.05,
+    tau_drift: float | None = None,
+) -> float:
+    """Probability that the test rejects at some planned look when z drifts to ``theta`` at the last.
+
+    ``theta`` is the effect over its standard error at the last look (a fixed-horizon z-test has power
+    about ``Phi(theta - z_{1 - alpha / 2})``). ``tau_drift``: mSPRT's mixing scale (the design's MDE)
+    over that standard error; by default the effect is the MDE (``theta``).
+    """
+    if test == "spending":
+        up, low = _spending_crossing(model, alpha)
+        return float(np.mean((theta > up) | (theta < low)))
+    shifted = np.abs(model.null_z + theta * model.drift)
+    threshold = _msprt_threshold(theta if tau_drift is None else tau_drift, model.se_ratio, alpha)
+    return float(np.mean(np.any(shifted >= threshold, axis=1)))
+
+
+def required_drift(
+    test: Literal["spending", "msprt"], model: LookModel, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest drift at the last look (effect / its standard error) with which the test has ``power``.
+
+    The sample size of the sequential design is the fixed-horizon one times
+    ``(required_drift / (z_{1 - alpha / 2} + z_power))^2`` (its inflation factor). Bisection to 1e-4.
+    """
+    if test == "spending":
+        up, low = _spending_crossing(model, alpha)
+
+        def power_at(theta: float) -> float:
+            return float(np.mean((theta > up) | (theta < low)))
+
+    else:
+
+        def power_at(theta: float) -> float:
+            return sequential_power("msprt", model, theta, alpha)
+
+    lo, hi = 0.0, 4.0
+    while power_at(hi) < power:
+        lo, hi = hi, 2 * hi
+        if hi > 1e3:
+            raise ValueError(f"the {test} test cannot reach power {power} with these looks")
+    while hi - lo > 1e-4:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if power_at(mid) < power else (lo, mid)
+    return hi
