@@ -42,6 +42,7 @@ from vitrina.experiments.stats import (
     NotEstimable,
     PairStats,
     cuped_test,
+    noninferiority_p,
     ratio_test,
     two_proportion_test,
     welch_test,
@@ -50,6 +51,7 @@ from vitrina.experiments.stats import (
 __all__ = ["Analysis", "MetricResult", "SequentialPath", "analyze"]
 
 _DAY = 86_400.0
+
 PRE = "pre"
 
 
@@ -69,17 +71,37 @@ class MetricResult:
     not_estimable: str = ""
 
     @property
+    def noninferiority(self) -> bool:
+        """A guardrail with a margin: ``p_decision`` tests non-inferiority, not a difference."""
+        return self.role == "guardrail" and self.metric.margin is not None
+
+    @property
     def significant(self) -> bool:
         """Significant at the design's alpha with the p-value the decision uses."""
         return self.estimate is not None and self.p_decision < self.estimate.alpha
 
     @property
     def outcome(self) -> Literal["win", "flat", "loss"]:
-        """Significantly better / not significant / significantly worse, given the metric's direction."""
+        """Significantly better / not significant / significantly worse, given the metric's direction.
+
+        A non-inferiority guardrail is ``loss`` when non-inferiority is not shown, else ``flat``.
+        """
+        if self.noninferiority and self.estimate is not None:
+            return "flat" if self.significant else "loss"
         if self.estimate is None or not self.significant:
             return "flat"
         better = (float(self.estimate.effect) > 0) == self.metric.higher_is_better
         return "win" if better else "loss"
+
+    @property
+    def verdict(self) -> str:
+        """The outcome in words, with the margin for non-inferiority guardrails."""
+        if not self.noninferiority or self.estimate is None:
+            return self.outcome
+        m = self.metric
+        margin = f"{m.margin:.3g}{' relative' if m.margin_relative else ' absolute'}"
+        shown = "non-inferior" if self.significant else "not shown non-inferior"
+        return f"{shown} (margin {margin})"
 
 
 @dataclass(frozen=True)
@@ -352,8 +374,17 @@ def analyze(
                     t = part.filter(pl.col(VARIANT) == variant)
                     if min(c.height, t.height) >= 2:
                         add("segment", metric, variant, c, t, f"{segment}={level}")
-    p = np.array([np.nan if r[4] is None else float(r[4].p_value) for r in rows])
+    p = np.array([1.0 if r[4] is None else float(r[4].p_value) for r in rows])
     p = np.where(np.isnan(p), 1.0, p)
+    # guardrails with a margin enter their correction with the non-inferiority p-value
+    p_guard = np.array(
+        [
+            noninferiority_p(est, m.margin, m.margin_relative, m.higher_is_better)
+            if role == "guardrail" and m.margin is not None and est is not None
+            else pv
+            for (m, role, _, _, est, _, _), pv in zip(rows, p, strict=True)
+        ]
+    )
     main = np.array([r[1] != "segment" for r in rows])
     p_holm, p_bh = np.ones_like(p), np.ones_like(p)
     p_holm[main], p_bh[main] = holm(p[main]), benjamini_hochberg(p[main])
@@ -362,7 +393,7 @@ def analyze(
     p_decision = p.copy()
     adjust = holm if spec.correction == "holm" else benjamini_hochberg
     if guard.any():
-        p_decision[guard] = adjust(p[guard])
+        p_decision[guard] = adjust(p_guard[guard])
     if seg.any():
         p_decision[seg] = benjamini_hochberg(p[seg])
     sequential: list[SequentialPath] = []
@@ -388,7 +419,7 @@ def analyze(
     for variant in treatments:
         primary = next(r for r in results if r.role == "primary" and r.variant == variant)
         harmed = [
-            r.metric.name
+            r.metric.name + (f" ({r.verdict})" if r.noninferiority else "")
             for r in results
             if r.role == "guardrail" and r.variant == variant and r.outcome == "loss"
         ]

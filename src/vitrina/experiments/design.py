@@ -85,7 +85,9 @@ class DecisionRule(BaseModel):
     """Decision for each outcome of the primary metric and the guardrails, fixed before the test.
 
     ``win``/``loss``: primary significantly better/worse; ``flat``: not significant. ``harm``: at least
-    one guardrail significantly worse (after the multiple-testing correction); ``ok``: none.
+    one guardrail harmed after the multiple-testing correction: significantly worse, or, for a
+    guardrail with a ``margin``, not shown non-inferior (the interval's bound on the worse side is
+    beyond the margin); ``ok``: none.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -154,6 +156,11 @@ class DesignSpec(BaseModel):
         if self.primary.kind == "quantile":
             raise ValueError(
                 "the primary metric cannot be a quantile (no closed-form power); use mean/proportion/ratio"
+            )
+        if self.primary.margin is not None:
+            raise ValueError(
+                f"primary '{self.primary.name}' has a margin: non-inferiority margins are for guardrails; "
+                "the primary is tested for superiority"
             )
         names = [self.primary.name, *(g.name for g in self.guardrails)]
         if len(set(names)) != len(names):

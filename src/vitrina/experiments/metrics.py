@@ -34,6 +34,15 @@ class MetricSpec(BaseModel):
     denominator_event: str | None = Field(None, description="ratio only: event type of the denominator")
     q: float = Field(default=0.5, gt=0.0, lt=1.0, description="quantile only: which quantile (0.5 = median)")
     higher_is_better: bool = Field(True, description="direction of improvement")
+    margin: float | None = Field(
+        None,
+        gt=0.0,
+        description="guardrails only: non-inferiority margin; the guardrail passes only if the interval's "
+        "bound on the worse side is inside it (not set: harmed only if significantly worse)",
+    )
+    margin_relative: bool = Field(
+        True, description="margin relative to the control (0.01 = 1% worse) or absolute"
+    )
 
     @model_validator(mode="after")
     def _check_ratio(self) -> MetricSpec:

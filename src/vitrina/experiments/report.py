@@ -106,8 +106,10 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> Path:
         "",
         "Effect = treatment - control. `p (decision)`: the p-value the rule uses (primary: raw or "
         "sequential, Holm-adjusted across treatment arms when there are several; "
-        f"guardrails: {spec.correction}; segments: BH). Holm and BH are across all primary and "
-        "guardrail tests.",
+        f"guardrails: {spec.correction}; segments: BH). A guardrail with a margin is tested for "
+        "non-inferiority: its decision p-value is twice the one-sided p of 'worse by the margin or more', "
+        "below alpha exactly when the interval's bound on the worse side is inside the margin. Holm and "
+        "BH are across all primary and guardrail tests (two-sided p).",
         "",
         "| role | metric | variant | method | control | treatment | effect | CI low | CI high | rel. | "
         "rel. CI | p | p Holm | p BH | p (decision) | outcome |",
@@ -132,7 +134,7 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> Path:
         lines.append(
             f"| {r.role} | {name} | {r.variant} | {r.method} | {_fmt(e.control)} | {_fmt(e.treatment)} | "
             f"{_fmt(e.effect)} | {_fmt(e.ci_low)} | {_fmt(e.ci_high)} | {rel} | {rel_ci} | "
-            f"{_fmt(e.p_value)} | {r.p_holm:.4g} | {r.p_bh:.4g} | {r.p_decision:.4g} | {r.outcome} |"
+            f"{_fmt(e.p_value)} | {r.p_holm:.4g} | {r.p_bh:.4g} | {r.p_decision:.4g} | {r.verdict} |"
         )
     _plot_effects(analysis, out / "effects.png")
     lines += ["", "![effects](effects.png)", ""]

@@ -38,6 +38,7 @@ __all__ = [
     "cuped_test",
     "cuped_theta",
     "fieller_relative",
+    "noninferiority_p",
     "ratio_test",
     "two_proportion_test",
     "welch_test",
@@ -221,11 +222,43 @@ class EffectEstimate:
     alpha: float
     rel_ci_low: Num = math.nan
     rel_ci_high: Num = math.nan
+    var_control: Num = math.nan  # variance of each arm's estimate (NaN where not separable: bootstrap)
+    var_treatment: Num = math.nan
 
     @property
     def relative(self) -> Num:
         """Point estimate of the relative effect ``effect / control``."""
         return self.effect / self.control
+
+
+def noninferiority_p(
+    estimate: EffectEstimate, margin: float, relative: bool = True, higher_is_better: bool = True
+) -> float:
+    """p-value of H0 "treatment is worse than control by ``margin`` or more" (non-inferiority).
+
+    Twice the one-sided normal p-value, so that it is below ``alpha`` exactly when the two-sided
+    (1 - alpha) interval's bound on the worse side lies inside the margin (the convention of
+    CONSORT: non-inferiority at one-sided alpha / 2). An absolute margin tests
+    ``effect <= -margin`` (``>= +margin`` when lower is better). A relative margin tests
+    ``treatment <= (1 - margin) control`` (``>= (1 + margin) control``) with the standard error of
+    ``treatment - k control`` from the arms' variances; where those are not separable (bootstrap
+    quantiles) it falls back to the absolute margin ``margin * |control|``.
+
+    >>> e = EffectEstimate(control=1.0, treatment=0.99, effect=-0.01, se=0.01, ci_low=-0.0296,
+    ...                    ci_high=0.0096, p_value=0.32, alpha=0.05)
+    >>> round(noninferiority_p(e, 0.03, relative=False), 4)  # bound -0.0296 > -0.03: shown
+    0.0455
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    c, t = float(estimate.control), float(estimate.treatment)
+    vc, vt = float(estimate.var_control), float(estimate.var_treatment)
+    if relative and math.isfinite(vc) and math.isfinite(vt):
+        k = 1.0 - sign * margin
+        stat = sign * (t - k * c) / math.sqrt(vt + k * k * vc)
+    else:
+        bound = margin * abs(c) if relative else margin
+        stat = (sign * float(estimate.effect) + bound) / float(estimate.se)
+    return float(min(1.0, 2 * sps.norm.sf(stat))) if math.isfinite(stat) else 1.0
 
 
 def fieller_relative(control: Num, treatment: Num, var_c: Num, var_t: Num, quantile: Num) -> tuple[Num, Num]:
@@ -271,6 +304,8 @@ def _estimate(
         alpha=alpha,
         rel_ci_low=rel_lo,
         rel_ci_high=rel_hi,
+        var_control=_f(var_c),
+        var_treatment=_f(var_t),
     )
 
 
@@ -373,6 +408,8 @@ def two_proportion_test(control: MeanStats, treatment: MeanStats, alpha: float =
         alpha=alpha,
         rel_ci_low=rel_lo,
         rel_ci_high=rel_hi,
+        var_control=_f(vc),
+        var_treatment=_f(vt),
     )
 
 
