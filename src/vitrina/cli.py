@@ -54,7 +54,9 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="List, download and synthesise datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-app.add_typer(ab_app, name="ab", help="A/B experiments: design, analyze.")
+app.add_typer(
+    ab_app, name="ab", help="A/B experiments: design, analyze; causal effects: did, synth; off-policy: ope."
+)
 app.command("serve", help="Serve a saved model over HTTP: /recommend, /slate, /events, /metrics.")(serve)
 ab_app.command("export", help="Export the service's event log for `vitrina ab analyze`.")(export_log)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, log_path=False)
