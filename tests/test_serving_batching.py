@@ -35,9 +35,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     sizes: list[int] = []
     original = ModelBundle.scores_many
 
-    def spy(self: ModelBundle, targets: Any) -> np.ndarray:
+    def spy(self: ModelBundle, targets: Any, **times: Any) -> np.ndarray:
         sizes.append(len(targets))
-        return original(self, targets)
+        return original(self, targets, **times)
 
     monkeypatch.setattr(ModelBundle, "scores_many", spy)
     yield sizes
@@ -92,10 +92,10 @@ def test_a_failing_request_fails_alone(
 ) -> None:
     original = ModelBundle.scores_many
 
-    def fragile(self: ModelBundle, targets: Any) -> np.ndarray:
+    def fragile(self: ModelBundle, targets: Any, **times: Any) -> np.ndarray:
         if any(h is not None and len(h) == 3 for _, h in targets):
             raise RuntimeError("cannot score a history of 3")
-        return original(self, targets)
+        return original(self, targets, **times)
 
     monkeypatch.setattr(ModelBundle, "scores_many", fragile)
     service = Service.from_settings(Settings(model_dir=models["ease"], state_db=tmp_path / "s.db"))

@@ -95,17 +95,31 @@ class Recommender(ABC):
         self._check_fitted()
         return np.array(self._score_users(np.asarray(user_idx, dtype=np.int64)), dtype=np.float32, copy=True)
 
-    def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw scores (len(histories) x n_items, float32, no filters) for item-index histories."""
+    def score_histories(
+        self,
+        histories: Sequence[np.ndarray],
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
+        """Raw scores (len(histories) x n_items, float32, no filters) for item-index histories.
+
+        ``times`` (each history's event times, Unix seconds) and ``requests`` (each request's time)
+        reach only models that read time (``uses_time``), as in :meth:`recommend_histories_indices`."""
         self._check_fitted()
         if not self.supports_history:
             raise ConfigError(f"{type(self).__name__} cannot score ad-hoc histories (supports_history=False)")
-        return np.array(self._score_histories(histories), dtype=np.float32, copy=True)
+        when = (times, requests) if self.uses_time and times is not None else ()
+        return np.array(self._score_histories(histories, *when), dtype=np.float32, copy=True)
 
     def user_history(self, user: int) -> np.ndarray:
         """Internal item indices of a known user's training events, oldest first (repeats kept)."""
         self._check_fitted()
         return self.history_items_[self.history_indptr_[user] : self.history_indptr_[user + 1]]
+
+    def user_history_times(self, user: int) -> np.ndarray | None:
+        """Event times (Unix seconds) of :meth:`user_history`, for models that keep them (those that
+        read time); ``None`` for the others."""
+        return None
 
     @property
     def is_fitted(self) -> bool:

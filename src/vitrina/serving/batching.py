@@ -32,7 +32,7 @@ def raw_scores(bundle: ModelBundle, target: Target, mask: np.ndarray, n_candidat
     """A fresh score row for one target: popularity for the fallback, else the model (or its ANN index)."""
     if target.popular:
         return bundle.popularity.copy()
-    return bundle.scores(target.user, target.history, mask, n_candidates)
+    return bundle.scores(target.user, target.history, mask, n_candidates, target.times, target.request)
 
 
 class ScoreBatcher:
@@ -72,7 +72,11 @@ class ScoreBatcher:
 
     def _score(self, batch: list[_Pending]) -> None:
         try:
-            scores = batch[0].bundle.scores_many([(p.target.user, p.target.history) for p in batch])
+            scores = batch[0].bundle.scores_many(
+                [(p.target.user, p.target.history) for p in batch],
+                times=[p.target.times for p in batch],
+                requests=[p.target.request for p in batch],
+            )
         except Exception as exc:
             if len(batch) > 1:  # score one by one, so that only the failing request fails
                 for p in batch:

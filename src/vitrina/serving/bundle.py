@@ -108,9 +108,16 @@ class ModelBundle:
         return self.model.user_history(user)
 
     def scores(
-        self, user: int, history: np.ndarray | None, allowed: np.ndarray, n_candidates: int
+        self,
+        user: int,
+        history: np.ndarray | None,
+        allowed: np.ndarray,
+        n_candidates: int,
+        times: np.ndarray | None = None,
+        request: int | None = None,
     ) -> np.ndarray:
-        """Scores over all items for a known user (``history is None``) or a history.
+        """Scores over all items for a known user (``history is None``) or a history (with its
+        event ``times`` and the ``request`` time, read by models that use time).
 
         Entries outside ``allowed`` may be anything (the caller masks them). With an ANN index only
         ``n_candidates`` allowed items are scored, exactly; the
@@ -130,16 +137,27 @@ class ModelBundle:
         # before the cut (see docs/serving.md).
         if history is None:
             return model.score_users(np.array([user], dtype=np.int64))[0]
-        return model.score_histories([history])[0]
+        return model.score_histories([history], None if times is None else [times], [request])[0]
 
-    def scores_many(self, targets: Sequence[tuple[int, np.ndarray | None]]) -> np.ndarray:
+    def scores_many(
+        self,
+        targets: Sequence[tuple[int, np.ndarray | None]],
+        times: Sequence[np.ndarray | None] | None = None,
+        requests: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
         """Scores (len(targets) x n_items, float32) for ``(user, history)`` pairs in at most two model
-        calls (one for histories, one for known users); exact scoring, no ANN index."""
+        calls (one for histories, one for known users); exact scoring, no ANN index. ``times`` and
+        ``requests`` (aligned with ``targets``) reach models that read time."""
         out = np.empty((len(targets), self.n_items), dtype=np.float32)
         hist = [i for i, (_, h) in enumerate(targets) if h is not None]
         users = [i for i, (_, h) in enumerate(targets) if h is None]
         if hist:
-            out[hist] = self.model.score_histories([targets[i][1] for i in hist])  # type: ignore[misc]
+            histories = [h for _, h in targets if h is not None]
+            timed = [t for i in hist if times is not None and (t := times[i]) is not None]
+            asked = [requests[i] for i in hist] if requests is not None else None
+            out[hist] = self.model.score_histories(
+                histories, timed if len(timed) == len(hist) else None, asked
+            )
         if users:
             out[users] = self.model.score_users(np.array([targets[i][0] for i in users], dtype=np.int64))
         return out

@@ -29,7 +29,10 @@ MODEL_NO_HISTORY = "model_cannot_score_history"  # the model cannot rank from a 
 
 @dataclass(frozen=True, eq=False)
 class Target:
-    """What to score: a known user (``history is None``), a history, or popularity (``popular``)."""
+    """What to score: a known user (``history is None``), a history, or popularity (``popular``).
+
+    ``times`` (Unix seconds, aligned with ``history``) and ``request`` are set for models that read
+    time, and ``None`` otherwise."""
 
     user: int
     history: np.ndarray | None
@@ -37,27 +40,60 @@ class Target:
     popular: bool
     fallback_reason: str | None
     unknown_items: list[Any]
+    times: np.ndarray | None = None
+    request: int | None = None
 
 
 def resolve_target(
-    bundle: ModelBundle, user_id: Any | None, given: Sequence[Any] | None, logged: Sequence[str]
+    bundle: ModelBundle,
+    user_id: Any | None,
+    given: Sequence[Any] | None,
+    logged: Sequence[str],
+    *,
+    given_times: Sequence[float] | None = None,
+    logged_times: Sequence[float] | None = None,
+    request_time: float,
 ) -> Target:
     """Decide how to rank: the user's model row, their history, or the popularity fallback.
 
     A history-capable model ranks from ``trained items + logged events + given items`` whenever
     there are logged events or given items, so new events count at once. Trained items come
     first in index order: the bundle keeps the set of a user's trained items, not their order.
+
+    A model that reads time always ranks a known user from that history too, with each event's
+    time: the trained events' saved times, the logged events' stored times (``logged_times``),
+    the given items' ``given_times`` or, without them, ``request_time``.
     """
+    model = bundle.model
     user = bundle.user_idx(user_id) if user_id is not None else -1
-    given_idx = [bundle.item_idx(i) for i in given or ()]
-    unknown = [i for i, j in zip(given or (), given_idx, strict=True) if j < 0]
-    logged_idx = [j for j in (bundle.item_idx(i) for i in logged) if j >= 0]
-    fresh = np.asarray(logged_idx + [j for j in given_idx if j >= 0], dtype=np.int64)
+    given_all = [bundle.item_idx(i) for i in given or ()]
+    unknown = [i for i, j in zip(given or (), given_all, strict=True) if j < 0]
+    logged_all = [bundle.item_idx(i) for i in logged]
+    logged_idx = [j for j in logged_all if j >= 0]
+    fresh = np.asarray(logged_idx + [j for j in given_all if j >= 0], dtype=np.int64)
     trained = bundle.seen_of(user) if user >= 0 else np.zeros(0, dtype=np.int64)
     seen = np.concatenate([trained, fresh])
-    if bundle.model.supports_history and len(fresh):
+    timed = model.uses_time and model.supports_history
+    if model.supports_history and (len(fresh) or (timed and user >= 0)):
         reason = UNKNOWN_USER_HISTORY if user_id is not None and user < 0 else None
-        return Target(user, seen, seen, False, reason, unknown)
+        if not timed:
+            return Target(user, seen, seen, False, reason, unknown)
+        saved = model.user_history_times(user) if user >= 0 else None
+        parts = [
+            np.zeros(len(trained)) if saved is None else saved,
+            [
+                t
+                for t, j in zip(logged_times or [request_time] * len(logged), logged_all, strict=True)
+                if j >= 0
+            ],
+            [
+                t
+                for t, j in zip(given_times or [request_time] * len(given_all), given_all, strict=True)
+                if j >= 0
+            ],
+        ]
+        times = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]).astype(np.int64)
+        return Target(user, seen, seen, False, reason, unknown, times, int(request_time))
     if user >= 0:
         return Target(user, None, seen, False, None, unknown)
     if user_id is not None:

@@ -28,12 +28,20 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Ranking = Literal["score", "expected_value"]
 
 
-def _sane_time(ts: float | None) -> float | None:
-    if ts is not None and not EARLIEST <= ts <= LATEST:
+def _sane_time(ts: float) -> float:
+    if not EARLIEST <= ts <= LATEST:
         raise ValueError(
             f"timestamp must be Unix seconds in [{EARLIEST}, {LATEST}] (years 2000..2100), got {ts!r}"
         )
     return ts
+
+
+Timestamp = Annotated[float, AfterValidator(_sane_time)]
+
+
+def _seconds(t: float) -> str:
+    """A time as given: ``1300000000``, not ``1300000000.0``."""
+    return str(int(t)) if t.is_integer() else repr(t)
 
 
 class _Body(BaseModel):
@@ -79,6 +87,18 @@ class _Target(_Body):
         description="recent items / triggers, oldest first (unknown ids are ignored); at most the "
         "service's --max-request-history",
     )
+    history_timestamps: list[Timestamp] | None = Field(
+        None,
+        max_length=MAX_HISTORY,
+        description="Unix seconds of each history item (same length as history, non-decreasing); read "
+        "by models that use time (hstu, fuxi-alpha), ignored by others. Without them a time-aware "
+        "model takes the given items as happening at the request time",
+    )
+    request_time: Timestamp | None = Field(
+        None,
+        description="Unix seconds of the request (the server's clock if absent); read only by models "
+        "trained with request_time=true",
+    )
     filters: Filters = Filters()
     ranking: Ranking = Field("score", description="'expected_value' = P(engage) x value x P(continue)")
 
@@ -86,6 +106,28 @@ class _Target(_Body):
     def _needs_someone(self) -> Self:
         if self.user_id is None and not self.history:
             raise ValueError("give user_id, a non-empty history, or both")
+        return self
+
+    @model_validator(mode="after")
+    def _times_fit_history(self) -> Self:
+        times = self.history_timestamps
+        if times is not None:
+            n = len(self.history or ())
+            if len(times) != n:
+                raise ValueError(
+                    f"history_timestamps: {len(times)} values for {n} history items; give one each"
+                )
+            back = next((i for i in range(1, n) if times[i] < times[i - 1]), None)
+            if back is not None:
+                raise ValueError(
+                    f"history_timestamps must be non-decreasing (history is oldest first): "
+                    f"[{back}] = {_seconds(times[back])} is before [{back - 1}] = {_seconds(times[back - 1])}"
+                )
+            if self.request_time is not None and n and self.request_time < times[-1]:
+                raise ValueError(
+                    f"request_time {_seconds(self.request_time)} is before the last history timestamp "
+                    f"{_seconds(times[-1])}"
+                )
         return self
 
 
@@ -207,7 +249,7 @@ class Event(_Body):
     user_id: Id
     event: Name = Field(description="'exposure' or an interaction type ('click', 'purchase', ...)")
     item_id: Id | None = None
-    timestamp: Annotated[float | None, AfterValidator(_sane_time)] = Field(
+    timestamp: Timestamp | None = Field(
         None, description=f"Unix seconds in [{EARLIEST}, {LATEST}]; the server's clock if absent"
     )
     value: float = Field(1.0, description="amount (e.g. revenue); 1 for a count")

@@ -26,7 +26,6 @@ from vitrina.serving.schemas import (
     EventsRequest,
     EventsResponse,
     Exploration,
-    Filters,
     RecommendRequest,
     RecommendResponse,
     ScoredItem,
@@ -219,14 +218,28 @@ class Service:
                 self.exposures.put(row)
 
     def _prepare(
-        self, user_id: Any, history: list[Any] | None, filters: Filters
+        self, req: RecommendRequest | SlateRequest
     ) -> tuple[
         str, ModelBundle, str | None, str | None, dict[str, str], Target, np.ndarray, np.ndarray | None
     ]:
         request_id = uuid.uuid4().hex
+        user_id, filters = req.user_id, req.filters
         bundle, exp, variant, assignment = self._route(user_id)
-        logged = self.store.history(str(user_id)) if user_id is not None else []
-        target = resolve_target(bundle, user_id, history, logged)
+        logged: list[str] = []
+        logged_times: list[float] | None = None
+        if user_id is not None and bundle.model.uses_time:
+            logged, logged_times = self.store.timed_history(str(user_id))
+        elif user_id is not None:
+            logged = self.store.history(str(user_id))
+        target = resolve_target(
+            bundle,
+            user_id,
+            req.history,
+            logged,
+            given_times=req.history_timestamps,
+            logged_times=logged_times,
+            request_time=req.request_time if req.request_time is not None else time.time(),
+        )
         if target.fallback_reason:
             self.metrics.fallback(target.fallback_reason)
         mask, distance = candidate_mask(bundle, filters, target.seen)
@@ -253,9 +266,7 @@ class Service:
 
     async def recommend(self, req: RecommendRequest) -> RecommendResponse:
         """Top-k for one request; its model call is batched with concurrent ones (:mod:`.batching`)."""
-        request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(
-            req.user_id, req.history, req.filters
-        )
+        request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(req)
         raw = await self.batcher.scores(bundle, target, mask, req.k)
         location = req.filters.location
         scores = score_candidates(bundle, target, raw, mask, distance, location, req.ranking, self.ev_model)
@@ -307,9 +318,7 @@ class Service:
         )
 
     async def slate(self, req: SlateRequest) -> SlateResponse:
-        request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(
-            req.user_id, req.history, req.filters
-        )
+        request_id, bundle, exp, variant, assignment, target, mask, distance = self._prepare(req)
         masks = []
         for c in req.carousels:
             m = mask.copy()

@@ -58,6 +58,10 @@ class EventStore(Protocol):
         """The unit's most recent item ids (oldest first), at most the store's history length."""
         ...
 
+    def timed_history(self, unit_id: str) -> tuple[list[str], list[float]]:
+        """:meth:`history` and each item's event time (Unix seconds), for models that read time."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -85,7 +89,8 @@ class SQLiteStore:
         self.cache_users = cache_users
         self._write_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[str, tuple[list[int], list[str]]] = OrderedDict()
+        # unit -> ([id of the last row in it], item ids, their event times)
+        self._cache: OrderedDict[str, tuple[list[int], list[str], list[float]]] = OrderedDict()
         self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -111,14 +116,17 @@ class SQLiteStore:
             return
         self._version = version
         found = self._reader.execute(
-            "SELECT id, unit_id, event, item_id FROM event_log WHERE id > ? ORDER BY id", (self._seen_id,)
+            "SELECT id, unit_id, event, item_id, timestamp FROM event_log WHERE id > ? ORDER BY id",
+            (self._seen_id,),
         ).fetchall()
-        for row_id, unit_id, event, item_id in found:
+        for row_id, unit_id, event, item_id, timestamp in found:
             entry = self._cache.get(unit_id)
             if entry is not None and event != EXPOSURE and item_id is not None and row_id > entry[0][0]:
                 entry[0][0] = row_id
                 entry[1].append(item_id)
-                del entry[1][: max(0, len(entry[1]) - self.max_history)]
+                entry[2].append(timestamp)
+                excess = max(0, len(entry[1]) - self.max_history)
+                del entry[1][:excess], entry[2][:excess]
         if found:
             self._seen_id = found[-1][0]
 
@@ -136,23 +144,33 @@ class SQLiteStore:
         with self._cache_lock:  # so that a read right after this returns sees the write
             self._catch_up()
 
+    def _entry(self, unit_id: str) -> tuple[list[int], list[str], list[float]]:
+        """The unit's cache entry, read from the log on a miss (caller holds the cache lock)."""
+        self._catch_up()
+        entry = self._cache.get(unit_id)
+        if entry is None:
+            found = self._reader.execute(
+                "SELECT id, item_id, timestamp FROM event_log WHERE unit_id = ? AND event != ? "
+                "AND item_id IS NOT NULL ORDER BY id DESC LIMIT ?",
+                (unit_id, EXPOSURE, self.max_history),
+            ).fetchall()
+            found.reverse()
+            entry = ([found[-1][0] if found else 0], [r[1] for r in found], [r[2] for r in found])
+            self._cache[unit_id] = entry
+            if len(self._cache) > self.cache_users:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(unit_id)
+        return entry
+
     def history(self, unit_id: str) -> list[str]:
         with self._cache_lock:
-            self._catch_up()
-            entry = self._cache.get(unit_id)
-            if entry is None:
-                found = self._reader.execute(
-                    "SELECT id, item_id FROM event_log WHERE unit_id = ? AND event != ? "
-                    "AND item_id IS NOT NULL ORDER BY id DESC LIMIT ?",
-                    (unit_id, EXPOSURE, self.max_history),
-                ).fetchall()
-                entry = ([found[0][0] if found else 0], [r[1] for r in reversed(found)])
-                self._cache[unit_id] = entry
-                if len(self._cache) > self.cache_users:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(unit_id)
-            return list(entry[1])
+            return list(self._entry(unit_id)[1])
+
+    def timed_history(self, unit_id: str) -> tuple[list[str], list[float]]:
+        with self._cache_lock:
+            _, items, times = self._entry(unit_id)
+            return list(items), list(times)
 
     def rows(self) -> list[LogRow]:
         """The whole log in arrival order (for export and tests)."""
@@ -198,6 +216,9 @@ class RedisStore:
     def _key(self, unit_id: str) -> str:
         return f"{self.prefix}:hist:{unit_id}"
 
+    def _times_key(self, unit_id: str) -> str:
+        return f"{self.prefix}:time:{unit_id}"
+
     def append(self, rows: Sequence[LogRow]) -> None:
         pipe = self._redis.pipeline(transaction=True)
         touched = set()
@@ -206,13 +227,25 @@ class RedisStore:
             pipe.xadd(f"{self.prefix}:log", entry)  # type: ignore[arg-type]
             if r.extends_history:
                 pipe.rpush(self._key(r.unit_id), r.item_id)  # type: ignore[arg-type]
+                pipe.rpush(self._times_key(r.unit_id), repr(r.timestamp))
                 touched.add(r.unit_id)
         for unit in touched:
             pipe.ltrim(self._key(unit), -self.max_history, -1)
+            pipe.ltrim(self._times_key(unit), -self.max_history, -1)
         pipe.execute()
 
     def history(self, unit_id: str) -> list[str]:
         return list(self._redis.lrange(self._key(unit_id), -self.max_history, -1))  # type: ignore[arg-type]
+
+    def timed_history(self, unit_id: str) -> tuple[list[str], list[float]]:
+        """Items and times come from two lists written together; items logged before times were
+        kept (an older state) take the earliest stored time, or 0 when none is stored."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lrange(self._key(unit_id), -self.max_history, -1)
+        pipe.lrange(self._times_key(unit_id), -self.max_history, -1)
+        items, raw = pipe.execute()
+        times = [float(t) for t in raw][-len(items) :] if items else []
+        return list(items), [times[0] if times else 0.0] * (len(items) - len(times)) + times
 
     def rows(self) -> list[LogRow]:
         """The whole log stream in arrival order (for export and tests)."""

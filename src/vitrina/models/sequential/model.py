@@ -286,6 +286,11 @@ class SequentialTransformer(Recommender):
     def _user_times(self, user: int) -> np.ndarray:
         return self.history_times_[self.history_indptr_[user] : self.history_indptr_[user + 1]]
 
+    def user_history_times(self, user: int) -> np.ndarray | None:
+        """Event times of a known user's saved sequence when the model reads time, else ``None``."""
+        self._check_fitted()
+        return self._user_times(user) if self.use_time else None
+
     def _hidden(
         self,
         histories: Sequence[np.ndarray],
