@@ -37,6 +37,13 @@ def serve(
         str, typer.Option(help="'full' (survives power loss) or 'normal' (survives process crashes)")
     ] = "full",
     max_history: Annotated[int, typer.Option(min=1, help="recent items kept per user")] = 200,
+    retention_days: Annotated[
+        float | None,
+        typer.Option(
+            help="delete stored events (log and histories) older than this many days: at start, then "
+            "every 10 minutes; default: keep everything"
+        ),
+    ] = None,
     ann: Annotated[bool, typer.Option(help="ANN retrieval (usearch) for embedding models")] = False,
     admin_token: Annotated[
         str | None,
@@ -108,6 +115,10 @@ def serve(
     ):
         if value > ceiling:
             raise typer.BadParameter(f"got {value}; at most {ceiling}", param_hint=hint)
+    if retention_days is not None and not 0 < retention_days < float("inf"):
+        raise typer.BadParameter(
+            f"got {retention_days}; expected a positive number of days", param_hint="--retention-days"
+        )
     sync: Literal["full", "normal"] = "full" if sqlite_sync == "full" else "normal"
     try:
         policy = Exploration.parse(exploration)
@@ -123,6 +134,7 @@ def serve(
         redis_prefix=redis_prefix,
         sqlite_sync=sync,
         max_history=max_history,
+        retention_days=retention_days,
         ann=ann,
         admin_token=admin_token,
         model_root=model_root,

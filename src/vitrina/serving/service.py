@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -36,6 +37,8 @@ from vitrina.serving.schemas import (
 )
 from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 from vitrina.serving.variants import Assigner, ExperimentPlan, read_plan
+
+log = logging.getLogger("vitrina.serving")
 
 
 class OutsideModelRoot(VitrinaError):
@@ -79,6 +82,38 @@ class Settings:
     exploration: Exploration = field(default_factory=Exploration)
     #: server processes (``--workers``); with more than one, hot swaps are refused
     workers: int = 1
+    #: stored events older than this many days are deleted (at start, then every prune interval)
+    retention_days: float | None = None
+    prune_interval_s: float = 600.0
+
+
+class Retention:
+    """Deletes stored events older than ``days`` from a background thread: once at start, then
+    every ``interval_s`` seconds, until :meth:`close`."""
+
+    def __init__(self, store: EventStore, days: float, interval_s: float) -> None:
+        self._store, self.days, self._interval = store, days, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vitrina-retention", daemon=True)
+        self._thread.start()
+
+    def prune(self) -> int:
+        """One pass now; returns the log rows deleted."""
+        return self._store.prune(time.time() - self.days * 86_400)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                deleted = self.prune()
+                log.info("retention: deleted %d events older than %g days", deleted, self.days)
+            except Exception:  # a failed pass (store unreachable) must not stop later ones
+                log.exception("retention: pruning failed; retrying in %g s", self._interval)
+            if self._stop.wait(self._interval):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class ExposureLog:
@@ -135,6 +170,8 @@ class Service:
     def __post_init__(self) -> None:
         self.exposures = ExposureLog(self.store)
         self.batcher = ScoreBatcher()
+        days = self.settings.retention_days
+        self.retention = Retention(self.store, days, self.settings.prune_interval_s) if days else None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, assigner: Assigner | None = None) -> Service:
@@ -167,6 +204,8 @@ class Service:
         }
 
     def close(self) -> None:
+        if self.retention is not None:
+            self.retention.close()
         self.exposures.close()
         self.store.close()
 

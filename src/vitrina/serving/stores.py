@@ -11,6 +11,9 @@ and that name an item extend the unit's history, in arrival order.
   (``vitrina serve --workers N``): a cache catches up with every commit before it is read.
 * :class:`RedisStore`: a Redis list per user (trimmed to the history length) and a Redis stream
   for the log, written in one MULTI/EXEC; durability is the server's (``appendonly yes``).
+
+Retention: ``prune(before)`` deletes what is older than ``before`` (Unix seconds) from the log and
+the histories; the service calls it periodically (``vitrina serve --retention-days``).
 """
 
 from __future__ import annotations
@@ -62,7 +65,15 @@ class EventStore(Protocol):
         """:meth:`history` and each item's event time (Unix seconds), for models that read time."""
         ...
 
+    def prune(self, before: float) -> int:
+        """Delete stored events older than ``before`` (Unix seconds); returns the log rows deleted."""
+        ...
+
     def close(self) -> None: ...
+
+
+#: rows deleted per SQLite transaction when pruning, so that appends interleave with a long prune
+PRUNE_BATCH = 5_000
 
 
 class SQLiteStore:
@@ -96,7 +107,13 @@ class SQLiteStore:
         self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cols = "timestamp REAL NOT NULL, unit_id TEXT NOT NULL, event TEXT NOT NULL, experiment TEXT, "
         cols += "variant TEXT, value REAL, item_id TEXT, propensity REAL, request_id TEXT, position INTEGER"
-        self._writer.execute(f"CREATE TABLE IF NOT EXISTS event_log (id INTEGER PRIMARY KEY, {cols})")
+        # AUTOINCREMENT: a pruned row's id is never handed out again, so "rows after the last id
+        # seen" (the cache's catch-up, in every process sharing the file) stays exact after deletes
+        self._writer.execute(
+            f"CREATE TABLE IF NOT EXISTS event_log (id INTEGER PRIMARY KEY AUTOINCREMENT, {cols})"
+        )
+        table = self._writer.execute("SELECT sql FROM sqlite_master WHERE name = 'event_log'").fetchone()[0]
+        self._ids_reused = "AUTOINCREMENT" not in table.upper()  # a state file from before retention
         existing = {r[1] for r in self._writer.execute("PRAGMA table_info(event_log)")}
         if "position" not in existing:  # a state file from before exploration logging
             self._writer.execute("ALTER TABLE event_log ADD COLUMN position INTEGER")
@@ -172,6 +189,24 @@ class SQLiteStore:
             _, items, times = self._entry(unit_id)
             return list(items), list(times)
 
+    def prune(self, before: float) -> int:
+        """Delete log rows whose event ``timestamp`` is before ``before``, in batches; the history
+        cache is dropped (histories are read from the log again). In a state file from before
+        retention, whose ids SQLite may reuse, the last row is kept so that no id is reused."""
+        keep_last = " AND id < (SELECT max(id) FROM event_log)" if self._ids_reused else ""
+        total = 0
+        while True:
+            with self._write_lock:
+                old = f"SELECT id FROM event_log WHERE timestamp < ?{keep_last} LIMIT ?"
+                sql = f"DELETE FROM event_log WHERE id IN ({old})"
+                deleted = self._writer.execute(sql, (before, PRUNE_BATCH)).rowcount
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                break
+        with self._cache_lock:
+            self._cache.clear()
+        return total
+
     def rows(self) -> list[LogRow]:
         """The whole log in arrival order (for export and tests)."""
         with self._cache_lock:
@@ -238,14 +273,52 @@ class RedisStore:
         return list(self._redis.lrange(self._key(unit_id), -self.max_history, -1))  # type: ignore[arg-type]
 
     def timed_history(self, unit_id: str) -> tuple[list[str], list[float]]:
-        """Items and times come from two lists written together; items logged before times were
-        kept (an older state) take the earliest stored time, or 0 when none is stored."""
+        """Items and times come from two lists written together (see :meth:`_aligned`)."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.lrange(self._key(unit_id), -self.max_history, -1)
         pipe.lrange(self._times_key(unit_id), -self.max_history, -1)
         items, raw = pipe.execute()
+        return self._aligned(items, raw)
+
+    @staticmethod
+    def _aligned(items: list[str], raw: list[str]) -> tuple[list[str], list[float]]:
+        """Items with one time each: items logged before times were kept (an older state) take
+        the earliest stored time, or 0 when none is stored."""
         times = [float(t) for t in raw][-len(items) :] if items else []
         return list(items), [times[0] if times else 0.0] * (len(items) - len(times)) + times
+
+    def prune(self, before: float) -> int:
+        """Trim the log stream to entries that arrived at or after ``before`` (stream ids are the
+        Redis server's arrival milliseconds), and drop history items whose event time is before it."""
+        deleted = int(self._redis.xtrim(f"{self.prefix}:log", minid=int(before * 1000), approximate=False))  # type: ignore[arg-type]
+        start = len(self._key(""))
+        for key in self._redis.scan_iter(f"{self.prefix}:hist:*"):
+            self._prune_history(str(key)[start:], before)
+        return deleted
+
+    def _prune_history(self, unit_id: str, before: float) -> None:
+        """Rewrite one user's item and time lists without the old items; retried if an append races."""
+        import redis
+
+        keys = self._key(unit_id), self._times_key(unit_id)
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    items, times = self._aligned(pipe.lrange(keys[0], 0, -1), pipe.lrange(keys[1], 0, -1))  # type: ignore[arg-type]
+                    keep = [i for i, t in enumerate(times) if t >= before]
+                    if len(keep) == len(items):
+                        pipe.unwatch()
+                        return
+                    pipe.multi()
+                    pipe.delete(*keys)
+                    if keep:
+                        pipe.rpush(keys[0], *[items[i] for i in keep])
+                        pipe.rpush(keys[1], *[repr(times[i]) for i in keep])
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
 
     def rows(self) -> list[LogRow]:
         """The whole log stream in arrival order (for export and tests)."""
