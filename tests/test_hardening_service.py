@@ -368,6 +368,7 @@ def test_per_request_limits_are_413_naming_the_limit(guarded: TestClient) -> Non
 def test_serve_reads_tokens_from_the_environment_only(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bundle: dict[str, Path]
 ) -> None:
+    import typer
     import uvicorn
     from typer.testing import CliRunner
 
@@ -389,6 +390,8 @@ def test_serve_reads_tokens_from_the_environment_only(
     assert result.exit_code == 0, result.output
     assert started[0].events_token == WRITE and started[0].read_token is None  # empty: unset
     assert started[0].max_events_per_request == 7
+    serve = typer.main.get_command(cli).commands["serve"]  # type: ignore[attr-defined]
+    assert {p.name: p.envvar for p in serve.params}["redis_url"] == "VITRINA_REDIS_URL"  # may hold a password
     result = CliRunner().invoke(cli, [*args, "--events-token", "x"])
     assert result.exit_code == 2 and "No such option" in result.output
     result = CliRunner().invoke(cli, [*args, "--max-request-history", "1000000"])

@@ -30,7 +30,12 @@ def serve(
         Path, typer.Option(help="SQLite file for events and histories (embedded store)")
     ] = Path("vitrina-state.sqlite"),
     redis_url: Annotated[
-        str | None, typer.Option(help="use Redis as the online store, e.g. redis://127.0.0.1:6379/0")
+        str | None,
+        typer.Option(
+            envvar="VITRINA_REDIS_URL",
+            help="use Redis as the online store, e.g. redis://127.0.0.1:6379/0; a URL with a password "
+            "belongs in VITRINA_REDIS_URL (a flag shows in `ps`)",
+        ),
     ] = None,
     redis_prefix: Annotated[str, typer.Option(help="key prefix in Redis")] = "vitrina",
     sqlite_sync: Annotated[
