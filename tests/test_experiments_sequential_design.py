@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from vitrina.experiments.design import DesignSpec, load_design, plan
+from vitrina.experiments.design import DesignSpec, h1_share_factor, load_design, plan, required_units
 from vitrina.experiments.metrics import MetricSpec
 from vitrina.experiments.sequential import (
     DRAWS,
@@ -105,3 +105,19 @@ def test_required_drift_delivers_the_power_of_the_analysis_test() -> None:
                 est = look_estimates(treated, x, present)
                 hits += bool(msprt(est.effect, np.asarray(est.se) ** 2, effect).rejected)
         assert abs(hits / 300 - 0.8) < 0.07, (test, hits / 300)
+
+
+def test_treatment_variance_scales_with_the_lift() -> None:
+    """A multiplicative lift widens the treatment arm: the design's units and its reach agree."""
+    history = _history(3000, 28, 4)
+    spec = DesignSpec(
+        name="cv", hypothesis="h", primary=MetricSpec(name="clicks", event="click"), mde=0.2, max_weeks=2
+    )
+    week = plan(spec, history).weeks[-1]
+    lift = week.mde_absolute / week.baseline
+    equal = required_units(week.mde_absolute, week.sd, 0.05, 0.8, 4.0)
+    assert week.required_units == pytest.approx(equal * (2 + 2 * (1 + lift) ** 2) / 4)
+    reach = week.achievable_mde
+    assert required_units(
+        reach, week.sd, 0.05, 0.8, h1_share_factor(spec.variants, "control", reach / week.baseline)
+    ) == pytest.approx(week.units)

@@ -14,7 +14,11 @@ Sample size for a difference of means with arms sharing ``w_c`` and ``w_t`` of `
     N = (z_{1-alpha/2} + z_{power})^2 * sigma^2 * (1/w_c + 1/w_t) / mde^2
 
 with sigma^2 the per-unit variance (the delta-method linearised variance
-``(var_x - 2 R cov_xy + R^2 var_y) / mean_y^2`` for ratios), times ``1 - rho^2`` with CUPED. A
+``(var_x - 2 R cov_xy + R^2 var_y) / mean_y^2`` for ratios), times ``1 - rho^2`` with CUPED. The
+treatment arm's variance is the control's times ``(1 + lift)^2``, ``lift = mde / |baseline|``: a
+treatment that multiplies the metric scales its spread too (constant coefficient of variation), and
+sizing both arms with the control's variance delivered 76% instead of 80% at a 12% lift; the share
+factor ``1/w_c + 1/w_t`` becomes ``1/w_c + (1 + lift)^2 / w_t`` (:func:`h1_share_factor`). A
 proportion primary (without CUPED) is sized for the pooled two-proportion test with each arm's own
 variance under the alternative (:func:`proportion_units`). CUPED is not applied to a ratio primary
 (the analysis has no regression-adjusted delta method), so such a plan assumes no variance reduction.
@@ -60,6 +64,7 @@ __all__ = [
     "NonUserUnitWarning",
     "WeekPlan",
     "achievable_mde",
+    "h1_share_factor",
     "load_design",
     "plan",
     "plot_power_curve",
@@ -260,6 +265,32 @@ def _z(alpha: float, power: float) -> float:
 def _share_factor(variants: dict[str, float], control: str) -> float:
     """1/w_c + 1/w_t for the smallest treatment arm (the least powered comparison)."""
     return 1 / variants[control] + 1 / min(v for k, v in variants.items() if k != control)
+
+
+def h1_share_factor(variants: dict[str, float], control: str, lift: float) -> float:
+    """``1/w_c + (1 + |lift|)^2 / w_t`` for the smallest treatment arm: the treatment's variance grows
+    with its mean under a relative ``lift`` (the larger of +lift and -lift, so never under-sized).
+
+    >>> round(h1_share_factor({"control": 0.5, "treatment": 0.5}, "control", 0.1), 2)
+    4.42
+    """
+    return 1 / variants[control] + (1 + abs(lift)) ** 2 / min(v for k, v in variants.items() if k != control)
+
+
+def _reach_with_lift(units: float, sd: float, baseline: float, spec: DesignSpec) -> float:
+    """Smallest absolute effect detectable when the treatment's sd scales with its mean: the positive
+    root of ``m^2 = K (1/w_c + (1 + m/b)^2 / w_t)``, ``K = (z_a + z_b)^2 sd^2 / units`` (inf if none)."""
+    if baseline == 0:
+        return achievable_mde(units, sd, spec.alpha, spec.power, _share_factor(spec.variants, spec.control))
+    w_c = spec.variants[spec.control]
+    w_t = min(v for k, v in spec.variants.items() if k != spec.control)
+    k = _z(spec.alpha, spec.power) ** 2 * sd * sd / units
+    b = abs(baseline)
+    a = 1 - k / (w_t * b * b)
+    if a <= 0:
+        return math.inf
+    half_b = k / (w_t * b)
+    return (half_b + math.sqrt(half_b * half_b + a * k * (1 / w_c + 1 / w_t))) / a
 
 
 def required_units(mde: float, sd: float, alpha: float, power: float, share_factor: float = 4.0) -> float:
@@ -587,15 +618,17 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         baseline, sd = measured[min(weeks, len(measured)) - 1]
         n_units = float(_growth(fitted, np.array([7.0 * weeks]))[0]) * spec.traffic
         mde_abs = spec.mde * abs(baseline) if spec.mde_relative else spec.mde
+        lift = mde_abs / abs(baseline) if baseline else 0.0
+        h1_factor = h1_share_factor(spec.variants, spec.control, lift)
         if exact_proportion:  # unpooled variance under H1 (issue 13, point 4); sizes are of the pair of arms
             n_pair = n_units * pair_share
             need = proportion_units(baseline, mde_abs, spec.alpha, spec.power, w_c, w_t) / pair_share
             reach = _proportion_mde(baseline, n_pair, spec.alpha, spec.power, w_c, w_t)
             pw = proportion_power(baseline, mde_abs, n_pair, spec.alpha, w_c, w_t)
         else:
-            need = required_units(mde_abs, sd, spec.alpha, spec.power, factor)
-            reach = achievable_mde(n_units, sd, spec.alpha, spec.power, factor)
-            pw = power_at(mde_abs, n_units, sd, spec.alpha, factor)
+            need = required_units(mde_abs, sd, spec.alpha, spec.power, h1_factor)
+            reach = _reach_with_lift(n_units, sd, baseline, spec)
+            pw = power_at(mde_abs, n_units, sd, spec.alpha, h1_factor)
         inflation = 1.0
         if spec.sequential != "none":
             looks = 7 * weeks
@@ -677,7 +710,6 @@ def plot_power_curve(design: Design, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     spec = design.spec
-    factor = _share_factor(spec.variants, spec.control)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     weeks = [p.weeks for p in design.weeks]
     left.plot(weeks, [p.power for p in design.weeks], marker="o")
@@ -692,7 +724,11 @@ def plot_power_curve(design: Design, path: str | Path) -> Path:
     left.legend()
     chosen = design.weeks[(design.duration_weeks or len(design.weeks)) - 1]
     effects = np.linspace(0, 2.5 * chosen.mde_absolute, 100)
-    fixed = [power_at(e, chosen.units, chosen.sd, spec.alpha, factor) for e in effects]
+    lifts = effects / abs(chosen.baseline) if chosen.baseline else np.zeros_like(effects)
+    fixed = [
+        power_at(e, chosen.units, chosen.sd, spec.alpha, h1_share_factor(spec.variants, spec.control, lift))
+        for e, lift in zip(effects, lifts, strict=True)
+    ]
     if spec.sequential == "none":
         right.plot(effects, fixed)
     else:
