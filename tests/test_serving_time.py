@@ -182,6 +182,20 @@ def test_non_finite_history_times_are_422(hstu: TestClient, raw: str) -> None:
     assert r.status_code == 422 and "history_timestamps.1" in r.json()["detail"], r.text
 
 
+def test_ann_queries_read_the_history_times(
+    hstu: TestClient, tmp_path: Path, models: dict[str, Path]
+) -> None:
+    """With --ann the history's query vector is built with its times, as in exact scoring."""
+    settings = Settings(model_dir=models["hstu"], state_db=tmp_path / "s.db", ann=True)
+    with TestClient(create_app(settings)) as ann:
+        for times in (CLOSE, APART):
+            body = {"history": HISTORY, "history_timestamps": times, "k": 5}
+            got = _scores(ann.post("/recommend", json=body))
+            exact = _scores(hstu.post("/recommend", json=body))
+            assert list(got) == list(exact)
+            np.testing.assert_allclose(list(got.values()), list(exact.values()), rtol=1e-5, atol=1e-6)
+
+
 def test_models_without_time_accept_and_ignore_times(tmp_path: Path, models: dict[str, Path]) -> None:
     with TestClient(create_app(Settings(model_dir=models["ease"], state_db=tmp_path / "s.db"))) as c:
         assert _ask(c, history=HISTORY, history_timestamps=APART) == _ask(c, history=HISTORY)

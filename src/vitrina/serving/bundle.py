@@ -126,7 +126,12 @@ class ModelBundle:
         model = self.model
         if self.ann is not None:
             emb = cast(EmbeddingModel, model)
-            query = emb.user_vectors(np.array([user])) if history is None else emb.history_vectors([history])
+            if history is None:
+                query = emb.user_vectors(np.array([user]))
+            elif times is not None:  # a model that reads time (a sequential one): its query sees the times
+                query = model.history_vectors([history], [times], [request])  # type: ignore[attr-defined]
+            else:
+                query = emb.history_vectors([history])
             # masked-out seen items are among the nearest neighbours (models score them highest): the
             # index widens its fetch until n_candidates allowed items survive, or scans exactly
             idx, val = self.ann.search(query[0], n_candidates, allowed)

@@ -355,12 +355,16 @@ class SequentialTransformer(Recommender):
         return self.history_vectors([self.user_history(u) for u in users], times)
 
     def history_vectors(
-        self, histories: Sequence[np.ndarray], times: Sequence[np.ndarray] | None = None
+        self,
+        histories: Sequence[np.ndarray],
+        times: Sequence[np.ndarray] | None = None,
+        requests: Sequence[int | None] | None = None,
     ) -> np.ndarray:
         """Last hidden state (len(histories) x n_factors) of each item-index history (``times``:
-        each history's event times, read by models with ``use_time``)."""
+        each history's event times, and ``requests``: each request's time, read by models with
+        ``use_time``)."""
         self._check_fitted()
-        return self._hidden(histories, times).numpy()
+        return self._hidden(histories, times, requests).numpy()
 
     # ----------------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, np.ndarray]:
