@@ -23,6 +23,7 @@ from vitrina.experiments.stats import (
     MeanStats,
     PairStats,
     cuped_test,
+    cuped_theta,
     ratio_test,
     two_proportion_test,
     welch_test,
@@ -193,3 +194,32 @@ def test_msprt_confidence_sequence_shrinks_and_covers() -> None:
     res = msprt(np.full(10, 0.2), 1.0 / np.arange(1, 11) ** 2, tau=0.2)
     assert np.all(np.diff(res.ci_high - res.ci_low) <= 1e-12)
     assert res.ci_low[-1] < 0.2 < res.ci_high[-1]
+
+
+def test_sample_size_matches_statsmodels_normal_ind_power() -> None:
+    """The audit's cross-check: total units against NormalIndPower (which adds the far tail's power)."""
+    from statsmodels.stats.power import NormalIndPower
+
+    for share_t, mde, sd, power in [(0.5, 0.1, 1.0, 0.8), (0.3, 0.05, 1.3, 0.9), (0.2, 0.4, 2.0, 0.8)]:
+        n_control = NormalIndPower().solve_power(
+            effect_size=mde / sd, alpha=0.05, power=power, ratio=share_t / (1 - share_t)
+        )
+        total = n_control / (1 - share_t)
+        ours = required_units(mde, sd, 0.05, power, 1 / (1 - share_t) + 1 / share_t)
+        assert ours == pytest.approx(total, rel=1e-3)
+
+
+def test_cuped_matches_ancova_with_hc2_errors() -> None:
+    """The audit's cross-check: CUPED theta and effect equal the ANCOVA coefficients, its SE the HC2 one."""
+    import statsmodels.api as sm
+
+    pre = RNG.gamma(2, 1, 6000)
+    arm = RNG.random(6000) < 0.4
+    y = 0.7 * pre + 0.15 * arm + RNG.normal(0, 1 + 0.3 * arm, 6000)
+    c, t = PairStats.from_values(pre[~arm], y[~arm]), PairStats.from_values(pre[arm], y[arm])
+    est = cuped_test(c, t)
+    x = np.column_stack([np.ones(6000), arm, pre - pre.mean()])
+    fit = sm.OLS(y, x).fit(cov_type="HC2")
+    assert float(cuped_theta(c, t)) == pytest.approx(fit.params[2], rel=1e-12)
+    assert float(est.effect) == pytest.approx(fit.params[1], rel=1e-10)
+    assert float(est.se) == pytest.approx(fit.bse[1], rel=5e-3)
