@@ -154,6 +154,7 @@ def test_analysis_detects_lift_and_applies_rule(tmp_path: Path) -> None:
     assert null.decisions["treatment"] == "inconclusive"
     report = write_report(result, tmp_path / "r").read_text()
     assert "SHIP" in report and "Sample ratio" in report
+    assert "sized for the fixed horizon, one look at the end" in report
 
 
 def test_analysis_srm_overrides_decision() -> None:

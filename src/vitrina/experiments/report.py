@@ -79,7 +79,8 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> Path:
         f"**Hypothesis:** {spec.hypothesis}",
         "",
         f"Unit: {spec.unit}; alpha {spec.alpha}; power {spec.power}; variants {spec.variants}; "
-        f"planned duration: {analysis.design.duration_weeks or 'infeasible'} week(s); "
+        f"planned duration: {analysis.design.duration_weeks or 'infeasible'} week(s), sized for the "
+        f"{analysis.design.sized_for}; "
         f"sequential: {spec.sequential}; guardrail correction: {spec.correction}.",
         "",
         "## Decision (pre-registered rule)",
