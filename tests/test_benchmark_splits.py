@@ -149,3 +149,17 @@ def test_tune_searches_on_the_ratio_split_and_refuses_rolling(events_csv: Path, 
     assert (tmp_path / "t" / "best.toml").is_file()
     rolling = runner.invoke(app, [*args, "--split", "rolling", "--last-days", "10"])
     assert rolling.exit_code == 2 and "several splits" in " ".join(rolling.output.split())
+
+
+def test_mlflow_logs_the_rolling_mean_and_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow", reason="MLflow is in the test extras; install vitrina[test]")
+    from vitrina.evaluation.tracking import log_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    run = {"model": "popular", "params": {}, "fit_seconds": 0.1, "recommend_seconds": 0.1}
+    run |= {"metrics": {"ndcg@10": 0.1}, "metrics_sd": {"ndcg@10": 0.02}}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_benchmark({"dataset": "d", "split": "rolling", "k": 10, "runs": [run]}, uri)
+    mlflow.set_tracking_uri(uri)
+    (logged,) = mlflow.search_runs(experiment_names=["vitrina-benchmark"], output_format="list")
+    assert logged.data.metrics["ndcg_at_10"] == 0.1 and logged.data.metrics["ndcg_at_10_sd"] == 0.02

@@ -36,7 +36,8 @@ def _params(params: dict[str, Any]) -> dict[str, str]:
 
 def log_benchmark(results: dict[str, Any], uri: str, output: Path | None = None) -> list[str]:
     """One MLflow run per benchmarked model (experiment ``vitrina-benchmark``): its parameters, the
-    dataset/split/k/seed, every metric and the fit/recommend seconds; ``results.json``,
+    dataset/split/k/seed, every metric (rolling windows: the mean, and the sd as ``ndcg_at_10_sd``)
+    and the fit/recommend seconds; ``results.json``,
     ``results.md`` and ``pareto.png`` as artifacts when ``output`` holds them. Returns the run ids."""
     mlflow = _mlflow(uri, "vitrina-benchmark")
     shared = {f"benchmark.{k}": results[k] for k in ("dataset", "split", "k", "seed") if k in results}
@@ -46,6 +47,7 @@ def log_benchmark(results: dict[str, Any], uri: str, output: Path | None = None)
             mlflow.log_params(_params({**shared, "model": run["model"], **run["params"]}))
             numbers = {
                 **run["metrics"],
+                **{f"{k}_sd": v for k, v in run.get("metrics_sd", {}).items() if v is not None},
                 "fit_seconds": run["fit_seconds"],
                 "recommend_seconds": run["recommend_seconds"],
             }
