@@ -175,6 +175,11 @@ def test_bad_times_are_422_naming_the_field(hstu: TestClient, path: str, body: d
     assert r.status_code == 422 and needle in r.json()["detail"], r.text
 
 
+def test_a_check_across_fields_is_its_message_alone(hstu: TestClient) -> None:
+    r = hstu.post("/recommend", json={"history": HISTORY, "history_timestamps": CLOSE[:3]})
+    assert r.json()["detail"] == "history_timestamps: 3 values for 4 history items; give one each"
+
+
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_history_times_are_422(hstu: TestClient, raw: str) -> None:
     body = '{"history": [3, 7], "history_timestamps": [1300000000, ' + raw + "]}"

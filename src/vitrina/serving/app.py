@@ -165,11 +165,17 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 def _describe(errors: list[Any]) -> str:
+    """``field: problem (got value)`` per error; a check across fields (whose message names the
+    fields itself) is its message alone, not the whole body echoed back."""
     parts = []
     for e in errors[:5]:
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        msg = str(e.get("msg"))
+        if not where and e.get("type") == "value_error":
+            parts.append(msg.removeprefix("Value error, "))
+            continue
         got = repr(e.get("input"))
-        parts.append(f"{where}: {e.get('msg')} (got {got[:80]})")
+        parts.append(f"{where or 'body'}: {msg} (got {got[:80]})")
     return "; ".join(parts)
 
 
