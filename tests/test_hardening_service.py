@@ -217,6 +217,8 @@ valid_filters = {
 valid_recommend = {
     "user_id": 1,
     "history": [1, 2],
+    "history_timestamps": [EARLIEST, EARLIEST + 60],
+    "request_time": EARLIEST + 120,
     "k": 5,
     "filters": valid_filters,
     "ranking": "score",
@@ -226,6 +228,7 @@ valid_recommend = {
 valid_slate = {
     "user_id": 1,
     "history": [1, 2],
+    "history_timestamps": [EARLIEST, EARLIEST + 60],
     "k": 3,
     "filters": valid_filters,
     "ranking": "score",

@@ -12,6 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vitrina.models.base import Recommender, load_model
 from vitrina.models.registry import make_model
@@ -235,3 +237,27 @@ def test_stores_return_each_history_item_with_its_time(store: EventStore) -> Non
 def test_sqlite_times_survive_a_restart(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "s.db").append([LogRow(7.5, "u", "click", item_id="1")])
     assert SQLiteStore(tmp_path / "s.db").timed_history("u") == (["1"], [7.5])
+
+
+times = st.one_of(
+    st.integers(EARLIEST - 10, LATEST + 10),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([T0, None, True, "1300000000", [], {}]),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(st.integers(-1, ALL + 2) | st.sampled_from(["3", "x"]), max_size=6),
+    stamps=st.none() | st.lists(times, max_size=7),
+    request_time=st.none() | times,
+    user=st.none() | st.sampled_from([0, 5, "someone-new"]),
+)
+def test_fuzz_time_fields_never_5xx(
+    hstu: TestClient, history: list[object], stamps: list[object] | None, request_time: object, user: object
+) -> None:
+    """Any history, times and request time against a model that reads them: 2xx or a 4xx message."""
+    body = {"user_id": user, "history": history, "history_timestamps": stamps, "request_time": request_time}
+    r = hstu.post("/recommend", json={k: v for k, v in body.items() if v is not None})
+    assert r.status_code < 500, r.text
+    assert r.status_code < 300 or isinstance(r.json()["detail"], str)
