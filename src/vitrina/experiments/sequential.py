@@ -23,8 +23,9 @@ power of the test that will run, not of a single look. The daily z statistics ar
 canonical joint distribution (Jennison & Turnbull 2000, ch. 3): ``Z_k = theta g_k + W(t_k) / sqrt(t_k)``
 with ``W`` a Brownian motion in information time ``t_k = g_k^2`` and ``g_k`` the drift at look k per
 unit of drift ``theta`` at the last look. The power is the share of ``n_paths`` simulated paths (fixed
-seed) that cross: the spending test's boundaries are the quantiles of the null paths with the
-analysis's own quota of its ``DRAWS + 1`` label vectors, mSPRT's is its closed-form |Z| threshold.
+seed) that cross: the spending test's boundaries come, as in the analysis, from sets of ``DRAWS``
+null paths under the quota of ``DRAWS + 1`` label vectors (so their noise costs power here too),
+mSPRT's is its closed-form |Z| threshold.
 """
 
 from __future__ import annotations
@@ -312,21 +313,30 @@ def _null_paths(drift: tuple[float, ...], n_paths: int, seed: int) -> NDArray[np
     return paths
 
 
-def _spending_boundary(null_z: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
-    """|Z| boundary per look letting the share of null paths cross that the analysis's quota allows."""
-    n_paths, looks = null_z.shape
-    quota = np.ceil(pocock_spending(np.arange(1, looks + 1) / looks, alpha) * (DRAWS + 1) - 1e-9) - 1
-    allowed = np.floor(quota / (DRAWS + 1) * n_paths).astype(np.int64)
-    a = np.abs(null_z)
-    alive = np.ones(n_paths, dtype=bool)
-    boundary = np.full(looks, np.inf)
+def _rerandomised_boundaries(null_abs: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+    """|Z| boundary the observed path faces at each look, per set of ``DRAWS`` re-drawn null paths.
+
+    ``null_abs``: (sets, DRAWS, looks). As in :func:`spending_test`, by look k at most the quota of the
+    ``DRAWS + 1`` paths may have crossed; while the observed path has not, the null paths that cross are
+    the top ``need`` alive ones, and the observed path crosses when it is above the ``need``-th largest
+    alive null path. The boundary is random (it comes from 500 draws), which costs about a point of
+    power against exact quantiles; sizing with these sets counts that cost.
+    """
+    sets, draws, looks = null_abs.shape
+    quota = np.ceil(pocock_spending(np.arange(1, looks + 1) / looks, alpha) * (draws + 1) - 1e-9) - 1
+    alive = np.ones((sets, draws), dtype=bool)
+    crossed = np.zeros(sets, dtype=np.int64)
+    boundary = np.full((sets, looks), np.inf)
     for k in range(looks):
-        need = int(allowed[k]) - int(n_paths - alive.sum())
-        if need <= 0:
-            continue
-        live = a[alive, k]
-        boundary[k] = np.partition(live, live.size - need - 1)[live.size - need - 1]
-        alive &= ~(a[:, k] > boundary[k])
+        need = quota[k].astype(np.int64) - crossed
+        values = np.where(alive, null_abs[:, :, k], -np.inf)
+        ranked = -np.sort(-values, axis=1)
+        pick = np.clip(np.stack([need - 1, need], axis=1), 0, draws - 1)
+        at = np.take_along_axis(ranked, pick, axis=1)
+        boundary[:, k] = np.where(need > 0, at[:, 0], np.inf)
+        new = alive & (values > np.where(need > 0, at[:, 1], np.inf)[:, None])
+        crossed += new.sum(axis=1)
+        alive &= ~new
     return boundary
 
 
@@ -337,13 +347,20 @@ def _msprt_threshold(theta: float, se_ratio: NDArray[np.float64], alpha: float) 
 
 
 def _spending_crossing(model: LookModel, alpha: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per null path, the drifts theta >= 0 at which it crosses: above the first, or below the second."""
-    b = _spending_boundary(model.null_z, alpha)
-    finite = np.isfinite(b)
-    z, g = model.null_z[:, finite], np.maximum(model.drift[finite], 1e-9)
-    if not finite.any():
-        return np.full(z.shape[0], np.inf), np.full(z.shape[0], -np.inf)
-    return ((b[finite] - z) / g).min(axis=1), ((-b[finite] - z) / g).max(axis=1)
+    """Per path, the drifts theta >= 0 at which it crosses: above the first, or below the second.
+
+    Path i faces the boundaries of re-drawn null set ``i mod sets``, simulated apart from the paths.
+    """
+    looks = model.drift.size
+    sets = max(20, min(200, 4_000_000 // (DRAWS * looks)))
+    nulls = _null_paths(tuple(model.drift.tolist()), sets * DRAWS, 1)
+    b = _rerandomised_boundaries(np.abs(nulls).reshape(sets, DRAWS, looks), alpha)
+    b = b[np.arange(model.null_z.shape[0]) % sets]
+    g = np.maximum(model.drift, 1e-9)
+    with np.errstate(invalid="ignore"):
+        up = np.where(np.isfinite(b), (b - model.null_z) / g, np.inf).min(axis=1)
+        low = np.where(np.isfinite(b), (-b - model.null_z) / g, -np.inf).max(axis=1)
+    return up, low
 
 
 def sequential_power(
