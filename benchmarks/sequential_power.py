@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=4, help="duration the designs are calibrated to")
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--designs", default="none,spending,msprt", help="comma-separated subset to run")
     args = parser.parse_args()
     history = history_log(np.random.default_rng([args.seed, 0]), args.users, 28)
     print(f"users {args.users}, history 28 days, {args.runs} runs per row, seed {args.seed}\n")
@@ -105,7 +106,7 @@ def main() -> None:
         "simulated power | false-positive rate | seconds |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for test in ("none", "spending", "msprt"):
+    for test in args.designs.split(","):
         spec = DesignSpec(
             name="seq",
             hypothesis="clicks per user go up",

@@ -65,6 +65,18 @@ def test_sequential_designs_need_more_units_than_one_look(tmp_path: Path) -> Non
     )
     assert "sized for the re-randomised" in spending.message
     assert spending.weeks[weeks - 1].power >= 0.8
+    # the daily z statistics' correlation is measured on the history: a correlation matrix, weaker
+    # between distant days
+    corr = np.array(spending.history.daily_corr)
+    assert corr.shape == (21, 21) and np.allclose(corr, corr.T) and np.allclose(np.diag(corr), 1.0)
+    assert np.linalg.eigvalsh(corr).min() > -1e-8 and 0 < corr[0, -1] < corr[13, -1] < corr[19, -1] < 1
+    # at the design's achievable MDE the sequential test has the target power
+    week = spending.weeks[-1]
+    at_reach = plan(
+        spec.model_copy(update={"sequential": "spending", "mde": week.achievable_mde / week.baseline}),
+        history,
+    )
+    assert at_reach.weeks[-1].power == pytest.approx(0.8, abs=0.01)
     spending.save(tmp_path / "d.json")
     assert load_design(tmp_path / "d.json") == spending
     # the daily looks do not use CUPED, so a sequential plan does not count on it

@@ -214,6 +214,9 @@ class HistoryEstimate(BaseModel):
     daily_se: tuple[float, ...] = Field(
         (), description="sequential designs: standard error per unit absolute effect on each day"
     )
+    daily_corr: tuple[tuple[float, ...], ...] = Field(
+        (), description="sequential designs: correlation of the daily z statistics over the history's days"
+    )
 
 
 class Design(BaseModel):
@@ -277,14 +280,18 @@ def h1_share_factor(variants: dict[str, float], control: str, lift: float) -> fl
     return 1 / variants[control] + (1 + abs(lift)) ** 2 / min(v for k, v in variants.items() if k != control)
 
 
-def _reach_with_lift(units: float, sd: float, baseline: float, spec: DesignSpec) -> float:
+def _reach_with_lift(
+    units: float, sd: float, baseline: float, spec: DesignSpec, inflation: float = 1.0
+) -> float:
     """Smallest absolute effect detectable when the treatment's sd scales with its mean: the positive
-    root of ``m^2 = K (1/w_c + (1 + m/b)^2 / w_t)``, ``K = (z_a + z_b)^2 sd^2 / units`` (inf if none)."""
+    root of ``m^2 = K (1/w_c + (1 + m/b)^2 / w_t)``, ``K = inflation (z_a + z_b)^2 sd^2 / units`` (inf
+    if none); ``inflation`` is a sequential test's factor (its drift is ``sqrt(inflation)`` times)."""
     if baseline == 0:
-        return achievable_mde(units, sd, spec.alpha, spec.power, _share_factor(spec.variants, spec.control))
+        factor = _share_factor(spec.variants, spec.control)
+        return achievable_mde(units, sd, spec.alpha, spec.power, factor) * math.sqrt(inflation)
     w_c = spec.variants[spec.control]
     w_t = min(v for k, v in spec.variants.items() if k != spec.control)
-    k = _z(spec.alpha, spec.power) ** 2 * sd * sd / units
+    k = inflation * _z(spec.alpha, spec.power) ** 2 * sd * sd / units
     b = abs(baseline)
     a = 1 - k / (w_t * b * b)
     if a <= 0:
@@ -487,45 +494,87 @@ def _fit_users(
     return "power", power, errors.get("power"), power
 
 
+_CORR_UNITS = 50_000  # units sampled from the history for the day-to-day correlation of z
+
+
+def _history_days(
+    spec: DesignSpec, window_log: pl.DataFrame, start: float, n_days: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per history day d (at most ``n_days``): the primary's baseline and per-unit sd over the first d
+    days, and the correlation of the day-d and day-k z statistics of a test on those units.
+
+    Units enter on their first event. A unit's (linearised, for ratios) value at day k is its
+    cumulative metric; with ``Y_d`` those values over the units present at d (``n_d`` of them),
+    ``corr(Z_j, Z_k) = cov(Y_j, Y_k) sqrt(n_j / n_k) / sqrt(var Y_j var Y_k)`` for j <= k (units
+    present at j are present at k). At most ``_CORR_UNITS`` units, sampled with a fixed seed.
+    """
+    history_days = min(n_days, int((float(window_log[TIMESTAMP].max()) - start) // _DAY) + 1)
+    log = window_log.filter(pl.col(TIMESTAMP) < start + history_days * _DAY)
+    units = log.group_by(UNIT_ID).agg(((pl.col(TIMESTAMP).min() - start) // _DAY).alias("_day"))
+    if units.height > _CORR_UNITS:
+        units = units.sample(_CORR_UNITS, seed=0)
+    units = units.sort(UNIT_ID)
+    present = units["_day"].to_numpy()[:, None] < np.arange(1, history_days + 1)
+    num = np.empty(present.shape)
+    den = np.empty(present.shape) if spec.primary.kind == "ratio" else None
+    for day in range(history_days):
+        values = per_unit(log.filter(pl.col(TIMESTAMP) < start + (day + 1) * _DAY), spec.primary, units)
+        num[:, day] = values[NUM].to_numpy()
+        if den is not None:
+            den[:, day] = values[DEN].to_numpy()
+    n = present.sum(axis=0).astype(np.float64)
+    safe = np.maximum(n, 1.0)
+    mean = (num * present).sum(axis=0) / safe
+    y, baseline = num, mean
+    if den is not None:
+        mean_den = (den * present).sum(axis=0) / safe
+        baseline = np.where(mean_den > 0, mean / np.where(mean_den > 0, mean_den, 1.0), 0.0)
+        y = (num - baseline * den) / np.where(mean_den > 0, mean_den, 1.0)
+    centred = (y - (y * present).sum(axis=0) / safe) * present
+    cov = centred.T @ y / safe[:, None]  # row j: covariances over the units present at day j
+    var = np.diag(cov) * n / np.maximum(n - 1, 1.0)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    if spec.primary.kind == "proportion":
+        sd = np.sqrt(np.clip(baseline * (1 - baseline), 0.0, None))
+    v = np.diag(cov)
+    ok = (n >= 2) & (v > 0)
+    upper = np.triu(
+        cov * np.sqrt(np.outer(n, 1 / safe)) / np.sqrt(np.outer(np.maximum(v, 1e-300), np.maximum(v, 1e-300)))
+    )
+    corr = np.where(np.outer(ok, ok), upper + np.triu(upper, 1).T, 0.0)
+    np.fill_diagonal(corr, 1.0)
+    return np.where(n >= 2, baseline, 0.0), np.where(n >= 2, sd, 0.0), corr
+
+
 def _daily_looks(
     spec: DesignSpec, window_log: pl.DataFrame, start: float, units_by_day: np.ndarray, factor: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per test day d = 1..7 * max_weeks: z drift per unit relative lift and SE per unit absolute effect.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per test day d = 1..7 * max_weeks: z drift per unit relative lift, SE per unit absolute effect,
+    and (history days only) the correlation of the daily z statistics (:func:`_history_days`).
 
-    The primary's baseline and per-unit sd over the first d days come from the history; beyond it the
-    last day's are kept (as the weekly plan does). Days with fewer than 2 units carry no information.
+    Beyond the history the last day's baseline and sd are kept (as the weekly plan does). Days with
+    fewer than 2 units carry no information.
     """
     n_days = units_by_day.size
-    history_days = int((float(window_log[TIMESTAMP].max()) - start) // _DAY) + 1
-    stats: list[tuple[float, float]] = []
-    for day in range(1, min(history_days, n_days) + 1):
-        window = window_log.filter(pl.col(TIMESTAMP) < start + day * _DAY)
-        units = window.select(UNIT_ID).unique(maintain_order=True)
-        if units.height < 2:
-            stats.append((0.0, 0.0))
-            continue
-        baseline, sd, _ = _unit_stats(per_unit(window, spec.primary, units), spec.primary)
-        if spec.primary.kind == "proportion":
-            sd = math.sqrt(baseline * (1 - baseline))
-        stats.append((baseline, sd))
-    stats += [stats[-1]] * (n_days - len(stats))
-    baseline, sd = (np.array(col) for col in zip(*stats, strict=True))
+    baseline, sd, corr = _history_days(spec, window_log, start, n_days)
+    baseline = np.r_[baseline, np.full(n_days - baseline.size, baseline[-1])]
+    sd = np.r_[sd, np.full(n_days - sd.size, sd[-1])]
     ok = (sd > 0) & (units_by_day >= 2)
     se = np.where(ok, sd * np.sqrt(factor / np.maximum(units_by_day, 1.0)), 0.0)
     effect = np.abs(baseline) if baseline[-1] != 0 else np.ones(n_days)  # a constant relative lift
     drift = np.where(ok, effect / np.where(ok, se, 1.0), 0.0)
     se = np.where(ok, se, 1e6 * se.max())  # no information: mSPRT's threshold is out of reach
-    return drift, se
+    return drift, se, corr
 
 
 def _sequential_week(
-    spec: DesignSpec, drift: np.ndarray, se: np.ndarray, fixed_power: float
+    spec: DesignSpec, drift: np.ndarray, se: np.ndarray, corr: np.ndarray, fixed_power: float
 ) -> tuple[float, float]:
     """Inflation factor over the fixed-horizon size and power of the sequential test for ``drift.size``
     daily looks, given the fixed-horizon test's power at the same size."""
     test = "spending" if spec.sequential == "spending" else "msprt"
     n_paths = min(20_000, max(2_000, 2_000_000 // drift.size))
-    model = LookModel.build(drift, se / se[-1], n_paths=n_paths, seed=0)
+    model = LookModel.build(drift, se / se[-1], n_paths=n_paths, seed=0, corr=corr)
     z_a = float(sps.norm.ppf(1 - spec.alpha / 2))
     theta_fixed = z_a + float(sps.norm.ppf(spec.power))
     inflation = (required_drift(test, model, spec.alpha, spec.power) / theta_fixed) ** 2
@@ -607,9 +656,13 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
     days = np.arange(1, 7 * spec.max_weeks + 1, dtype=np.float64)
     units_by_day = _growth(fitted, days) * spec.traffic
     if spec.sequential != "none":
-        daily_drift, daily_se = _daily_looks(spec, window_log, start, units_by_day, factor)
+        daily_drift, daily_se, daily_corr = _daily_looks(spec, window_log, start, units_by_day, factor)
         fitted = fitted.model_copy(
-            update={"daily_drift": tuple(daily_drift.tolist()), "daily_se": tuple(daily_se.tolist())}
+            update={
+                "daily_drift": tuple(daily_drift.tolist()),
+                "daily_se": tuple(daily_se.tolist()),
+                "daily_corr": tuple(tuple(row) for row in daily_corr.tolist()),
+            }
         )
     w_c, w_t = _arm_shares(spec.variants, spec.control)
     pair_share = spec.variants[spec.control] + min(v for k, v in spec.variants.items() if k != spec.control)
@@ -632,7 +685,13 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
         inflation = 1.0
         if spec.sequential != "none":
             looks = 7 * weeks
-            inflation, pw = _sequential_week(spec, daily_drift[:looks], daily_se[:looks], pw)
+            inflation, pw = _sequential_week(
+                spec, daily_drift[:looks], daily_se[:looks], daily_corr[:looks, :looks], pw
+            )
+            if exact_proportion:
+                reach *= math.sqrt(inflation)
+            else:
+                reach = _reach_with_lift(n_units, sd, baseline, spec, inflation)
         plans.append(
             WeekPlan(
                 weeks=weeks,
@@ -643,7 +702,7 @@ def plan(spec: DesignSpec, history: pl.DataFrame) -> Design:
                 fixed_units=need,
                 inflation=inflation,
                 mde_absolute=mde_abs,
-                achievable_mde=reach * math.sqrt(inflation),
+                achievable_mde=reach,
                 power=pw,
                 extrapolated=weeks > history_weeks,
             )
@@ -734,7 +793,8 @@ def plot_power_curve(design: Design, path: str | Path) -> Path:
     else:
         looks = 7 * chosen.weeks
         se = np.asarray(design.history.daily_se[:looks])
-        model = LookModel.build(design.history.daily_drift[:looks], se / se[-1])
+        corr = np.asarray(design.history.daily_corr)[:looks, :looks]
+        model = LookModel.build(design.history.daily_drift[:looks], se / se[-1], corr=corr)
         test = "spending" if spec.sequential == "spending" else "msprt"
         tau = chosen.mde_absolute / se[-1]
         right.plot(effects, [sequential_power(test, model, e / se[-1], spec.alpha, tau) for e in effects])

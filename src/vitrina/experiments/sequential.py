@@ -287,10 +287,22 @@ class LookModel:
     drift: NDArray[np.float64]
     se_ratio: NDArray[np.float64]
     null_z: NDArray[np.float64]
+    corr: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
-    def build(cls, drift: ArrayLike, se_ratio: ArrayLike, n_paths: int = 20_000, seed: int = 0) -> LookModel:
-        """Simulate the null paths; ``drift`` is made non-decreasing and scaled to end at 1."""
+    def build(
+        cls,
+        drift: ArrayLike,
+        se_ratio: ArrayLike,
+        n_paths: int = 20_000,
+        seed: int = 0,
+        corr: ArrayLike | None = None,
+    ) -> LookModel:
+        """Simulate the null paths; ``drift`` is made non-decreasing and scaled to end at 1.
+
+        ``corr``: measured correlation of the z statistics at the first looks (e.g. over the history's
+        days); later looks, or all without it, follow the Brownian motion in information time.
+        """
         g = np.maximum.accumulate(np.maximum(np.asarray(drift, dtype=np.float64), 0.0))
         r = np.asarray(se_ratio, dtype=np.float64)
         if g.ndim != 1 or g.size == 0 or g[-1] <= 0 or r.shape != g.shape or np.any(r <= 0):
@@ -299,16 +311,41 @@ class LookModel:
                 f"se ratios, got drift {g.shape} ending {g[-1] if g.size else None}, se_ratio {r.shape}"
             )
         g = g / g[-1]
-        return cls(drift=g, se_ratio=r, null_z=_null_paths(tuple(g.tolist()), n_paths, seed))
+        key = None
+        if corr is not None:
+            c = np.asarray(corr, dtype=np.float64)[: g.size, : g.size]
+            key = tuple(tuple(row) for row in c.tolist())
+        null_z = _null_paths(tuple(g.tolist()), n_paths, seed, key)
+        return cls(drift=g, se_ratio=r, null_z=null_z, corr=key)
+
+
+def _joint_corr(t: NDArray[np.float64], measured: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Correlation of the z statistics at information times ``t``: ``measured`` for the first looks,
+    extended by independent increments (Brownian motion) after the last measured one."""
+    out = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
+    d = measured.shape[0]
+    out[:d, :d] = measured
+    out[:d, d:] = measured[:, d - 1 : d] * np.sqrt(t[d - 1] / t[d:])[None, :]
+    out[d:, :d] = out[:d, d:].T
+    return out
 
 
 @functools.lru_cache(maxsize=8)
-def _null_paths(drift: tuple[float, ...], n_paths: int, seed: int) -> NDArray[np.float64]:
-    """Null z paths W(t_k) / sqrt(t_k) with t_k = drift_k^2 (cached: the planner asks per week)."""
+def _null_paths(
+    drift: tuple[float, ...], n_paths: int, seed: int, corr: tuple[tuple[float, ...], ...] | None = None
+) -> NDArray[np.float64]:
+    """Null z paths: W(t_k) / sqrt(t_k) with t_k = drift_k^2, or with the correlation of
+    :func:`_joint_corr` when measured ``corr`` is given (cached: the planner asks per week)."""
     t = np.maximum(np.square(np.asarray(drift)), 1e-12)
-    steps = np.sqrt(np.diff(t, prepend=0.0))
     rng = np.random.default_rng(seed)
-    paths = np.cumsum(rng.standard_normal((n_paths, t.size)) * steps, axis=1) / np.sqrt(t)
+    if corr is None:
+        steps = np.sqrt(np.diff(t, prepend=0.0))
+        paths = np.cumsum(rng.standard_normal((n_paths, t.size)) * steps, axis=1) / np.sqrt(t)
+    else:
+        w, v = np.linalg.eigh(_joint_corr(t, np.asarray(corr)))
+        root = v * np.sqrt(np.clip(w, 0.0, None))  # c = root @ root.T, also when only nearly PSD
+        root /= np.sqrt(np.maximum((root * root).sum(axis=1, keepdims=True), 1e-300))
+        paths = rng.standard_normal((n_paths, t.size)) @ root.T
     paths.flags.writeable = False
     return paths
 
@@ -353,7 +390,7 @@ def _spending_crossing(model: LookModel, alpha: float) -> tuple[NDArray[np.float
     """
     looks = model.drift.size
     sets = max(20, min(200, 4_000_000 // (DRAWS * looks)))
-    nulls = _null_paths(tuple(model.drift.tolist()), sets * DRAWS, 1)
+    nulls = _null_paths(tuple(model.drift.tolist()), sets * DRAWS, 1, model.corr)
     b = _rerandomised_boundaries(np.abs(nulls).reshape(sets, DRAWS, looks), alpha)
     b = b[np.arange(model.null_z.shape[0]) % sets]
     g = np.maximum(model.drift, 1e-9)
