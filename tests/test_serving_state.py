@@ -200,7 +200,9 @@ def _workers(pid: int) -> list[int]:
     return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-def test_two_workers_serve_and_share_state_through_the_store(tmp_path: Path, model_dir: Path) -> None:
+def test_two_workers_share_state_and_swap_together(
+    tmp_path: Path, model_dir: Path, ml100k_head: pl.DataFrame
+) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start(model_dir, port, ["--state-db", str(tmp_path / "state.sqlite"), "--workers", "2"])
@@ -215,8 +217,22 @@ def test_two_workers_serve_and_share_state_through_the_store(tmp_path: Path, mod
             assert httpx.get(f"{url}/admin/users/kim/history", headers=auth).json() == {"items": ["50"]}
             r = httpx.post(f"{url}/recommend", json={"user_id": "kim", "k": 5})
             assert r.status_code == 200 and r.json()["fallback_reason"] == "unknown_user_history"
-        swap = httpx.post(f"{url}/admin/model", json={"model_dir": str(model_dir)}, headers=auth)
-        assert swap.status_code == 409 and "restart the service" in swap.json()["detail"]
+        variant = {"model_dir": str(model_dir), "variant": "exp/b"}
+        refused = httpx.post(f"{url}/admin/model", json=variant, headers=auth)
+        assert refused.status_code == 409 and "--workers 1" in refused.json()["detail"]
+        popular = make_model("popular", {}).fit(ml100k_head).save(model_dir.parent / "popular")
+        swap = httpx.post(f"{url}/admin/model", json={"model_dir": str(popular)}, headers=auth, timeout=30)
+        assert swap.status_code == 200
+        new = swap.json()["model_version"]
+        assert new.startswith("popular@")
+        deadline, streak = time.monotonic() + 90, 0
+        while time.monotonic() < deadline:  # the supervisor replaces both workers, one at a time
+            streak = streak + 1 if httpx.get(f"{url}/health").json()["model_version"] == new else 0
+            if streak >= 10 and len(_workers(proc.pid)) == 2:
+                break
+            time.sleep(0.1)
+        assert streak >= 10 and len(_workers(proc.pid)) == 2
+        assert all(httpx.get(f"{url}/health").json()["model_version"] == new for _ in range(10))
     finally:
         proc.terminate()
         proc.wait(30)

@@ -94,7 +94,8 @@ def serve(
         typer.Option(
             min=1,
             help="server processes on the port, each with its own copy of the model; events and "
-            "histories are shared through --state-db or --redis-url; /metrics and hot swaps are per process",
+            "histories are shared through --state-db or --redis-url; a hot swap replaces the workers one by "
+            "one; /metrics counts per process",
         ),
     ] = 1,
 ) -> None:
@@ -162,7 +163,7 @@ def serve(
         if not load_in_background:  # a bad bundle is one error line here, not N worker tracebacks
             Service.from_settings(settings).close()
         typer.echo(f"vitrina: serving {model_dir} at {url} with {workers} workers; Ctrl-C stops", err=True)
-        config = multi.WorkerConfig(settings, torch_threads, load_in_background)
+        config = multi.WorkerConfig(settings, torch_threads, load_in_background, multi.pointer_file())
         multi.run(config, workers=workers, host=host, port=port, log_level=log_level)
         return
     if load_in_background:

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +47,7 @@ class OutsideModelRoot(VitrinaError):
 
 
 class SwapNotShared(VitrinaError):
-    """A hot swap asked of one worker of several: it would change that process's model only."""
+    """A hot swap of a variant's model asked of one worker of several: it would change that process only."""
 
 
 #: experiment name of exploration exposures for users in no experiment (variant: the policy spec)
@@ -80,7 +81,7 @@ class Settings:
     #: most items a request's own ``history`` may hold (413 above)
     max_request_history: int = 1000
     exploration: Exploration = field(default_factory=Exploration)
-    #: server processes (``--workers``); with more than one, hot swaps are refused
+    #: server processes (``--workers``); with more than one, only the default model can be swapped
     workers: int = 1
     #: stored events older than this many days are deleted (at start, then every prune interval)
     retention_days: float | None = None
@@ -166,6 +167,8 @@ class Service:
     variant_models: dict[str, dict[str, ModelBundle]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: called with the folder of a newly swapped-in default model (``--workers N``: tells the others)
+    publish: Callable[[Path], None] | None = None
 
     def __post_init__(self) -> None:
         self.exposures = ExposureLog(self.store)
@@ -428,11 +431,11 @@ class Service:
         A bundle that fails to load raises and leaves the serving model untouched; one outside the
         model root raises :class:`OutsideModelRoot` without being read.
         """
-        if self.settings.workers > 1:
+        if variant is not None and self.settings.workers > 1:
             raise SwapNotShared(
-                f"the service runs {self.settings.workers} worker processes and a swap would reach only "
-                "the one that took this request; restart the service with the new MODEL_DIR, or serve "
-                "with --workers 1 to swap without a restart"
+                f"the service runs {self.settings.workers} worker processes and a variant's swap would "
+                "reach only the one that took this request; restart the service with the new experiments "
+                "config, or serve with --workers 1 (the default model can be swapped with several workers)"
             )
         root = (self.settings.model_root or self.settings.model_dir.parent).resolve()
         if not model_dir.resolve().is_relative_to(root):
@@ -445,6 +448,8 @@ class Service:
                     raise BadRequest(f"variant {variant!r}: not a variant with its own model; known: {known}")
             new = ModelBundle.load(model_dir, catalog=self.catalog, ann=self.settings.ann)
             if variant is None:
+                if self.publish is not None:
+                    self.publish(model_dir)
                 old, self.default = self.default, new
             else:
                 models = dict(self.variant_models[exp])

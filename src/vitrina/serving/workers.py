@@ -4,8 +4,14 @@ uvicorn's supervisor binds the socket, spawns the workers and replaces any that 
 builds its own :class:`~vitrina.serving.service.Service` (the model bundle is loaded N times; a
 bundle is read-only, so nothing needs sharing) while the online state lives in a store every
 process sees: the SQLite file (each process's history cache catches up with the others' commits,
-:class:`~vitrina.serving.stores.SQLiteStore`) or Redis. Per process, not shared: ``/metrics``
-counters (each answers for the worker that took the connection) and hot swaps (refused, 409).
+:class:`~vitrina.serving.stores.SQLiteStore`) or Redis.
+
+A hot swap of the default model reaches every worker: the worker that takes ``POST /admin/model``
+loads and checks the bundle, switches to it, writes its folder to a pointer file and sends SIGHUP
+to the supervisor, which replaces the workers one at a time, each replacement loading the model the
+pointer names and serving before the worker it replaces is stopped (uvicorn's rolling restart).
+Per process, not shared: ``/metrics`` counters (each answers for the worker that took the
+connection) and swaps of a variant's model (refused, 409).
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ from __future__ import annotations
 import base64
 import os
 import pickle
-from dataclasses import dataclass
+import signal
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from vitrina.serving.service import Settings
+from vitrina.serving.service import Service, Settings
 
 #: environment variable that carries the worker configuration from the supervisor to its workers
 ENV = "VITRINA_SERVE_WORKER"
@@ -30,6 +39,13 @@ class WorkerConfig:
     settings: Settings
     torch_threads: int
     background_load: bool
+    #: the file naming the default model's folder after a hot swap (absent until the first one)
+    pointer: Path
+
+
+def pointer_file() -> Path:
+    """A fresh place for :attr:`WorkerConfig.pointer`, private to this run of the service."""
+    return Path(tempfile.mkdtemp(prefix="vitrina-serve-")) / "model_dir"
 
 
 def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: str) -> None:
@@ -45,6 +61,9 @@ def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: 
         port=port,
         log_level=log_level,
         access_log=False,
+        # a replacement worker imports torch and loads the model before it serves: uvicorn's 5 s
+        # default would abandon the rolling restart of a hot swap on a busy machine
+        timeout_worker_healthcheck=120,
     )
 
 
@@ -57,4 +76,20 @@ def worker_app() -> FastAPI:
     # written by `run` in the supervisor process of this very service, never read from elsewhere
     config: WorkerConfig = pickle.loads(base64.b64decode(os.environ[ENV]))
     torch.set_num_threads(config.torch_threads)
-    return create_app(config.settings, background_load=config.background_load)
+    settings = config.settings
+    if config.pointer.exists():  # a replacement after a hot swap serves the swapped-in model
+        root = settings.model_root or settings.model_dir.parent
+        settings = replace(settings, model_dir=Path(config.pointer.read_text()), model_root=root)
+
+    def publish(model_dir: Path) -> None:
+        tmp = config.pointer.with_suffix(".tmp")
+        tmp.write_text(str(model_dir.resolve()))
+        tmp.replace(config.pointer)  # atomic: a starting worker reads the old folder or the new one
+        os.kill(os.getppid(), signal.SIGHUP)  # the supervisor replaces the workers one by one
+
+    def build(s: Settings) -> Service:
+        service = Service.from_settings(s)
+        service.publish = publish
+        return service
+
+    return create_app(settings, build=build, background_load=config.background_load)
