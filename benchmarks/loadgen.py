@@ -308,26 +308,28 @@ def own_cpu() -> float:
 async def swapper(
     host: str, port: int, token: str, dirs: Sequence[str], every_s: float, stop: asyncio.Event, log: list
 ) -> None:
-    """POST /admin/model every ``every_s`` seconds, cycling through ``dirs``; logs (start, end, status)."""
-    reader, writer = await asyncio.open_connection(host, port)
+    """POST /admin/model every ``every_s`` seconds, cycling through ``dirs``; logs (start, end, status).
+
+    One connection per swap: with ``--workers N`` a swap replaces the worker that held the last one."""
     k = 0
-    try:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
-            if stop.is_set():
-                return
-            body = json.dumps({"model_dir": dirs[k % len(dirs)]}).encode()
-            raw = (
-                f"POST /admin/model HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-            ).encode() + body
-            t0 = time.perf_counter()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if stop.is_set():
+            return
+        body = json.dumps({"model_dir": dirs[k % len(dirs)]}).encode()
+        raw = (
+            f"POST /admin/model HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        t0 = time.perf_counter()
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
             status = await exchange(reader, writer, raw)
-            log.append((t0, time.perf_counter(), status))
-            k += 1
-    finally:
-        writer.close()
+        finally:
+            writer.close()
+        log.append((t0, time.perf_counter(), status))
+        k += 1
 
 
 async def run_step(
