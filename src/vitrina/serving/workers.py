@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import os
 import pickle
+import shutil
 import signal
 import tempfile
 from dataclasses import dataclass, replace
@@ -53,18 +54,21 @@ def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: 
     import uvicorn
 
     os.environ[ENV] = base64.b64encode(pickle.dumps(config)).decode()
-    uvicorn.run(
-        f"{__name__}:worker_app",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        # a replacement worker imports torch and loads the model before it serves: uvicorn's 5 s
-        # default would abandon the rolling restart of a hot swap on a busy machine
-        timeout_worker_healthcheck=120,
-    )
+    try:
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            # a replacement worker imports torch and loads the model before it serves: uvicorn's 5 s
+            # default would abandon the rolling restart of a hot swap on a busy machine
+            timeout_worker_healthcheck=120,
+        )
+    finally:
+        shutil.rmtree(config.pointer.parent, ignore_errors=True)
 
 
 def worker_app() -> FastAPI:
