@@ -178,7 +178,9 @@ def tune_on_split(
 
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        # TPE draws its first trials at random; a fixed 10 would make any study of <= 10 trials a random
+        # search, so a short study keeps a third of its trials (at least 3) for start-up.
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, n_trials // 3))),
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
         study_name=f"vitrina-{name}",
     )
