@@ -305,3 +305,28 @@ def test_catalogue_validation(tmp_path: Path) -> None:
     bad.write_text("item_id,value\n1,-2\n")
     with pytest.raises(DataValidationError, match="value"):
         Catalog.read(bad)
+
+
+def test_worker_configuration_travels_as_json_and_round_trips() -> None:
+    """--workers hands each worker its settings through the environment as JSON (no pickle):
+    every field, paths and the exploration policy included, comes back equal."""
+    from vitrina.serving.schemas import Exploration
+    from vitrina.serving.service import Settings
+    from vitrina.serving.workers import WorkerConfig, decode, encode
+
+    settings = Settings(
+        model_dir=Path("/models/a"),
+        catalog=Path("/data/catalog.csv"),
+        state_db=Path("/state/s.sqlite"),
+        redis_url="redis://127.0.0.1:6379/0",
+        sqlite_sync="normal",
+        admin_token="t0k",
+        model_root=Path("/models"),
+        exploration=Exploration.parse("softmax:0.5"),
+        workers=2,
+        retention_days=7.5,
+    )
+    config = WorkerConfig(settings, torch_threads=1, background_load=True, pointer=Path("/tmp/x/model_dir"))
+    text = encode(config)
+    assert decode(text) == config
+    assert "pickle" not in text and text.startswith("{")

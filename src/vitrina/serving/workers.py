@@ -16,9 +16,9 @@ connection) and swaps of a variant's model (refused, 409).
 
 from __future__ import annotations
 
-import base64
+import dataclasses
+import json
 import os
-import pickle
 import shutil
 import signal
 import tempfile
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from vitrina.serving.schemas import Exploration
 from vitrina.serving.service import Service, Settings
 
 #: environment variable that carries the worker configuration from the supervisor to its workers
@@ -44,6 +45,25 @@ class WorkerConfig:
     pointer: Path
 
 
+def encode(config: WorkerConfig) -> str:
+    """``config`` as JSON (plain data: no pickle anywhere, even between our own processes)."""
+    settings = {f.name: getattr(config.settings, f.name) for f in dataclasses.fields(Settings)}
+    settings["exploration"] = config.settings.exploration.model_dump()
+    plain = {f.name: getattr(config, f.name) for f in dataclasses.fields(WorkerConfig)}
+    return json.dumps({**plain, "settings": settings}, default=str)
+
+
+def decode(text: str) -> WorkerConfig:
+    """The inverse of :func:`encode`."""
+    raw = json.loads(text)
+    settings = raw.pop("settings")
+    for f in dataclasses.fields(Settings):  # annotations are strings here (postponed evaluation)
+        if str(f.type).startswith("Path") and settings[f.name] is not None:
+            settings[f.name] = Path(settings[f.name])
+    settings["exploration"] = Exploration(**settings["exploration"])
+    return WorkerConfig(**{**raw, "settings": Settings(**settings), "pointer": Path(raw["pointer"])})
+
+
 def pointer_file() -> Path:
     """A fresh place for :attr:`WorkerConfig.pointer`, private to this run of the service."""
     return Path(tempfile.mkdtemp(prefix="vitrina-serve-")) / "model_dir"
@@ -53,7 +73,7 @@ def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: 
     """Serve with ``workers`` processes until interrupted (the configuration travels in :data:`ENV`)."""
     import uvicorn
 
-    os.environ[ENV] = base64.b64encode(pickle.dumps(config)).decode()
+    os.environ[ENV] = encode(config)
     try:
         uvicorn.run(
             f"{__name__}:worker_app",
@@ -77,8 +97,7 @@ def worker_app() -> FastAPI:
 
     from vitrina.serving.app import create_app
 
-    # written by `run` in the supervisor process of this very service, never read from elsewhere
-    config: WorkerConfig = pickle.loads(base64.b64decode(os.environ[ENV]))
+    config = decode(os.environ[ENV])  # written by `run` in this service's supervisor
     torch.set_num_threads(config.torch_threads)
     settings = config.settings
     if config.pointer.exists():  # a replacement after a hot swap serves the swapped-in model
