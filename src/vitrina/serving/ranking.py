@@ -58,7 +58,7 @@ def resolve_target(
 
     A history-capable model ranks from ``trained items + logged events + given items`` whenever
     there are logged events or given items, so new events count at once. Trained items come
-    first in index order: the bundle keeps the set of a user's trained items, not their order.
+    first, in the order of the model's saved sequence (oldest first, repeats kept).
 
     A model that reads time always ranks a known user from that history too, with each event's
     time: the trained events' saved times, the logged events' stored times (``logged_times``),
