@@ -4,7 +4,6 @@ the histories of both stores, at start and periodically."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,24 +18,17 @@ from vitrina.models.registry import make_model
 from vitrina.serving import stores
 from vitrina.serving.app import create_app
 from vitrina.serving.service import Settings
-from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
+from vitrina.serving.stores import EventStore, LogRow, SQLiteStore
 
 DAY = 86_400
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "sqlite":
-        s: EventStore = SQLiteStore(tmp_path / "s.db", max_history=5)
-    else:
-        from test_serving_state import redis_or_skip
+    from test_serving_state import open_store
 
-        s = RedisStore(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex}", max_history=5)
-    yield s
-    if isinstance(s, RedisStore):
-        for key in s._redis.scan_iter(f"{s.prefix}:*"):
-            s._redis.delete(key)
-    s.close()
+    with open_store(request.param, tmp_path, max_history=5) as s:
+        yield s
 
 
 def _log(store: EventStore, now: float) -> None:

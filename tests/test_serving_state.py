@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -48,17 +49,26 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, ml100k_head: pl.DataFram
     return make_model("ease", {"l2": 100.0}).fit(ml100k_head).save(tmp_path_factory.mktemp("m") / "ease")
 
 
+@contextmanager
+def open_store(kind: str, tmp_path: Path, max_history: int) -> Iterator[EventStore]:
+    """A fresh ``sqlite`` or ``redis`` store (Redis keys under a unique prefix, deleted afterwards)."""
+    if kind == "sqlite":
+        s: EventStore = SQLiteStore(tmp_path / "s.db", max_history=max_history)
+    else:
+        s = RedisStore(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex}", max_history=max_history)
+    try:
+        yield s
+    finally:
+        if isinstance(s, RedisStore):
+            for key in s._redis.scan_iter(f"{s.prefix}:*"):
+                s._redis.delete(key)
+        s.close()
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "sqlite":
-        s: EventStore = SQLiteStore(tmp_path / "s.db", max_history=3)
-    else:
-        s = RedisStore(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex}", max_history=3)
-    yield s
-    if isinstance(s, RedisStore):
-        for key in s._redis.scan_iter(f"{s.prefix}:*"):
-            s._redis.delete(key)
-    s.close()
+    with open_store(request.param, tmp_path, max_history=3) as s:
+        yield s
 
 
 # ----------------------------------------------------------------------------- stores

@@ -21,7 +21,7 @@ from vitrina.models.registry import make_model
 from vitrina.serving.app import create_app
 from vitrina.serving.schemas import EARLIEST, LATEST, RecommendRequest
 from vitrina.serving.service import Service, Settings
-from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
+from vitrina.serving.stores import EventStore, LogRow, SQLiteStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -212,17 +212,10 @@ def test_models_without_time_accept_and_ignore_times(tmp_path: Path, models: dic
 # ----------------------------------------------------------------------------- stores keep the times
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "sqlite":
-        s: EventStore = SQLiteStore(tmp_path / "s.db", max_history=3)
-    else:
-        from test_serving_state import redis_or_skip
+    from test_serving_state import open_store
 
-        s = RedisStore(redis_or_skip(), prefix=f"test-{uuid.uuid4().hex}", max_history=3)
-    yield s
-    if isinstance(s, RedisStore):
-        for key in s._redis.scan_iter(f"{s.prefix}:*"):
-            s._redis.delete(key)
-    s.close()
+    with open_store(request.param, tmp_path, max_history=3) as s:
+        yield s
 
 
 def test_stores_return_each_history_item_with_its_time(store: EventStore) -> None:
