@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,9 @@ from vitrina.serving.ann import AnnIndex
 from vitrina.serving.app import create_app
 from vitrina.serving.calibration import ExpectedValueModel, fit_calibrator
 from vitrina.serving.catalog import Catalog
-from vitrina.serving.service import Settings
+from vitrina.serving.fleet import Fleet
+from vitrina.serving.metrics import Metrics
+from vitrina.serving.service import Service, Settings
 from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 
 REDIS_URL = os.environ.get("VITRINA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -210,15 +213,98 @@ def _workers(pid: int) -> list[int]:
     return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def test_services_sharing_a_folder_follow_each_others_swaps(
+    tmp_path: Path, model_dir: Path, ml100k_head: pl.DataFrame
+) -> None:
+    """Two services on one run folder (two workers' worth): a swap taken by one answers only when
+    the other serves the new bundle too, swapped in place by its follower thread."""
+    popular = make_model("popular", {}).fit(ml100k_head).save(model_dir.parent / "popular-followed")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    settings = Settings(model_dir=model_dir, state_db=tmp_path / "state.sqlite")
+    a, b = Service.from_settings(settings), Service.from_settings(settings)
+    try:  # two live process ids stand for the two workers
+        a.follow(Fleet(folder, pid=os.getpid()), poll_s=0.02)
+        b.follow(Fleet(folder, pid=os.getppid()), poll_s=0.02)
+        new, old = a.swap(popular, None)
+        assert b.default.version == new != old and b.generation == a.generation == 1
+        new, old = b.swap(model_dir, None)
+        assert a.default.version == new and old.startswith("popular-followed@") and a.generation == 2
+    finally:
+        a.close()
+        b.close()
+    assert not list(folder.glob("worker-*"))  # closed workers are waited for no more
+
+
+def test_metrics_add_up_the_workers_snapshots(tmp_path: Path) -> None:
+    """Each worker renders its own counts plus the other's latest snapshot: the same totals."""
+    fleets = [Fleet(tmp_path, pid=101), Fleet(tmp_path, pid=102)]
+    metrics = [Metrics(peers=f.peer_metrics) for f in fleets]
+    metrics[0].observe("POST", "/recommend", 200, 0.003)
+    metrics[1].observe("POST", "/recommend", 200, 0.03)
+    metrics[1].events("click", 2)
+    metrics[0].fallback("unknown_user")
+    for fleet, m in zip(fleets, metrics, strict=True):
+        fleet.write_metrics(m.snapshot())
+    for m in metrics:
+        text = m.render()
+        assert 'vitrina_requests_total{method="POST",route="/recommend",status="200"} 2' in text
+        assert 'vitrina_request_seconds_bucket{route="/recommend",le="0.005"} 1' in text
+        assert 'vitrina_request_seconds_bucket{route="/recommend",le="+Inf"} 2' in text
+        assert 'vitrina_request_seconds_sum{route="/recommend"} 0.033000' in text
+        assert 'vitrina_events_total{event="click"} 2' in text
+        assert 'vitrina_fallbacks_total{reason="unknown_user"} 1' in text
+
+
+def _raw_keep_alive(port: int) -> socket.socket:
+    """A connection that has answered one request and stays open (HTTP/1.1 keep-alive)."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    _raw_get(conn, "/health")
+    return conn
+
+
+def _raw_get(conn: socket.socket, path: str) -> int:
+    """GET ``path`` on an open connection; the status (the body is read whole, so it can be reused)."""
+    conn.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        head += chunk
+    head, _, body = head.partition(b"\r\n\r\n")
+    length = int(
+        next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return int(head.split()[1])
+
+
+def _requests_total(text: str, route: str) -> int:
+    """Sum of ``vitrina_requests_total`` over statuses for ``route`` in a /metrics exposition."""
+    rows = [line for line in text.splitlines() if line.startswith("vitrina_requests_total{")]
+    return sum(int(line.rsplit(" ", 1)[1]) for line in rows if f'route="{route}"' in line)
+
+
 def test_two_workers_share_state_and_swap_together(
     tmp_path: Path, model_dir: Path, ml100k_head: pl.DataFrame
 ) -> None:
+    """Two workers: shared histories, one /metrics for both, and hot swaps (default model and a
+    variant's) that reach both in place: when the swap answers both serve it, no worker restarted,
+    and connections opened before it keep working (a rolling restart closed them)."""
+    experiments = tmp_path / "exp.json"
+    arms = {"control": 0.5, "b": 0.5}
+    spec = {"name": "exp", "layer": "home", "salt": "t", "variants": arms, "models": {"b": str(model_dir)}}
+    experiments.write_text(json.dumps({"experiments": [spec]}))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start(model_dir, port, ["--state-db", str(tmp_path / "state.sqlite"), "--workers", "2"])
+    args = ["--state-db", str(tmp_path / "state.sqlite"), "--workers", "2", "--experiments", str(experiments)]
+    proc = _start(model_dir, port, args)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        assert len(_workers(proc.pid)) == 2
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
         for _ in range(8):  # fresh connections, spread over both workers: each caches kim's history
             assert httpx.get(f"{url}/admin/users/kim/history", headers=auth).json() == {"items": []}
         click = {"events": [{"user_id": "kim", "item_id": 50, "event": "click"}]}
@@ -227,22 +313,30 @@ def test_two_workers_share_state_and_swap_together(
             assert httpx.get(f"{url}/admin/users/kim/history", headers=auth).json() == {"items": ["50"]}
             r = httpx.post(f"{url}/recommend", json={"user_id": "kim", "k": 5})
             assert r.status_code == 200 and r.json()["fallback_reason"] == "unknown_user_history"
-        variant = {"model_dir": str(model_dir), "variant": "exp/b"}
-        refused = httpx.post(f"{url}/admin/model", json=variant, headers=auth)
-        assert refused.status_code == 409 and "--workers 1" in refused.json()["detail"]
-        popular = make_model("popular", {}).fit(ml100k_head).save(model_dir.parent / "popular")
-        swap = httpx.post(f"{url}/admin/model", json={"model_dir": str(popular)}, headers=auth, timeout=30)
-        assert swap.status_code == 200
-        new = swap.json()["model_version"]
-        assert new.startswith("popular@")
-        deadline, streak = time.monotonic() + 90, 0
-        while time.monotonic() < deadline:  # the supervisor replaces both workers, one at a time
-            streak = streak + 1 if httpx.get(f"{url}/health").json()["model_version"] == new else 0
-            if streak >= 10 and len(_workers(proc.pid)) == 2:
-                break
+        deadline = time.monotonic() + 10  # workers share their counters within a second
+        while (
+            _requests_total(httpx.get(f"{url}/metrics").text, "/recommend") < 8
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
-        assert streak >= 10 and len(_workers(proc.pid)) == 2
-        assert all(httpx.get(f"{url}/health").json()["model_version"] == new for _ in range(10))
+        scrapes = [httpx.get(f"{url}/metrics").text for _ in range(8)]  # fresh connections: both workers
+        assert [_requests_total(t, "/recommend") for t in scrapes] == [8] * 8
+        assert all('vitrina_events_total{event="click"} 1' in t for t in scrapes)
+        kept = [_raw_keep_alive(port) for _ in range(6)]
+        popular = make_model("popular", {}).fit(ml100k_head).save(model_dir.parent / "popular")
+        for variant in (None, "exp/b"):
+            body = {"model_dir": str(popular), "variant": variant}
+            swap = httpx.post(f"{url}/admin/model", json=body, headers=auth, timeout=60)
+            assert swap.status_code == 200
+            new = swap.json()["model_version"]
+            assert new.startswith("popular@")
+            for _ in range(10):  # answered: both workers serve it already
+                health = httpx.get(f"{url}/health").json()
+                assert (health["model_version"] if variant is None else health["variants"][variant]) == new
+        assert _workers(proc.pid) == workers  # swapped in place: no worker was replaced
+        assert [_raw_get(conn, "/health") for conn in kept] == [200] * 6
+        for conn in kept:
+            conn.close()
     finally:
         proc.terminate()
         proc.wait(30)
@@ -333,10 +427,11 @@ def test_worker_configuration_travels_as_json_and_round_trips() -> None:
         admin_token="t0k",
         model_root=Path("/models"),
         exploration=Exploration.parse("softmax:0.5"),
-        workers=2,
         retention_days=7.5,
     )
-    config = WorkerConfig(settings, torch_threads=1, background_load=True, pointer=Path("/tmp/x/model_dir"))
+    config = WorkerConfig(
+        settings, torch_threads=1, background_load=True, folder=Path("/tmp/vitrina-serve-x")
+    )
     text = encode(config)
     assert decode(text) == config
     assert "pickle" not in text and text.startswith("{")

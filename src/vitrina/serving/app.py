@@ -37,7 +37,7 @@ from vitrina.serving.schemas import (
     SwapRequest,
     SwapResponse,
 )
-from vitrina.serving.service import OutsideModelRoot, Service, Settings, SwapNotShared
+from vitrina.serving.service import OutsideModelRoot, Service, Settings
 
 log = logging.getLogger("vitrina.serving")
 
@@ -190,10 +190,12 @@ def create_app(
     *,
     build: Callable[[Settings], Service] = Service.from_settings,
     background_load: bool = False,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The HTTP app. ``build`` makes the service (tests inject theirs); with ``background_load``
-    the server answers 503 while the model loads instead of starting after it."""
-    metrics = Metrics()
+    the server answers 503 while the model loads instead of starting after it. ``metrics``: the
+    counters to fill and render (``--workers N`` passes ones that add the other workers' in)."""
+    metrics = Metrics() if metrics is None else metrics
     state: dict[str, Any] = {"service": None, "error": None, "settings": settings}
 
     def load() -> Service:
@@ -307,9 +309,6 @@ def create_app(
         """Hot-swap a model bundle; a bundle that fails to load is refused and the old one keeps serving."""
         try:
             new, old = service.swap(Path(req.model_dir), req.variant)
-        except SwapNotShared as exc:
-            service.metrics.swap("refused")
-            raise HTTPException(409, f"model refused, still serving the previous one: {exc}") from exc
         except OutsideModelRoot as exc:
             service.metrics.swap("refused")
             raise HTTPException(403, f"model refused, still serving the previous one: {exc}") from exc

@@ -94,8 +94,8 @@ def serve(
         typer.Option(
             min=1,
             help="server processes on the port, each with its own copy of the model; events and "
-            "histories are shared through --state-db or --redis-url; a hot swap replaces the workers one by "
-            "one; /metrics counts per process",
+            "histories are shared through --state-db or --redis-url, hot swaps and /metrics through a "
+            "folder private to the run",
         ),
     ] = 1,
 ) -> None:
@@ -150,7 +150,6 @@ def serve(
         max_events_per_request=max_events_per_request,
         max_request_history=max_request_history,
         exploration=policy,
-        workers=workers,
     )
     logging.basicConfig(level=log_level.upper())
     import torch
@@ -163,7 +162,7 @@ def serve(
         if not load_in_background:  # a bad bundle is one error line here, not N worker tracebacks
             Service.from_settings(settings).close()
         typer.echo(f"vitrina: serving {model_dir} at {url} with {workers} workers; Ctrl-C stops", err=True)
-        config = multi.WorkerConfig(settings, torch_threads, load_in_background, multi.pointer_file())
+        config = multi.WorkerConfig(settings, torch_threads, load_in_background, multi.run_folder())
         multi.run(config, workers=workers, host=host, port=port, log_level=log_level)
         return
     if load_in_background:

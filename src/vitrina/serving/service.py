@@ -7,7 +7,6 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from vitrina.serving.bundle import ModelBundle
 from vitrina.serving.calibration import ExpectedValueModel
 from vitrina.serving.catalog import Catalog
 from vitrina.serving.filters import BadRequest, UnknownItem, candidate_mask
+from vitrina.serving.fleet import DEFAULT, Fleet, Source
 from vitrina.serving.metrics import Metrics
 from vitrina.serving.ranking import Target, build_slate, explore, resolve_target, score_candidates, top_k
 from vitrina.serving.schemas import (
@@ -46,12 +46,10 @@ class OutsideModelRoot(VitrinaError):
     """A hot swap named a bundle outside the folder the service may load models from."""
 
 
-class SwapNotShared(VitrinaError):
-    """A hot swap of a variant's model asked of one worker of several: it would change that process only."""
-
-
 #: experiment name of exploration exposures for users in no experiment (variant: the policy spec)
 EXPLORATION_EXPERIMENT = "exploration"
+#: with ``--workers N`` a swap answers once every worker serves the new model, or after this many seconds
+SWAP_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,6 @@ class Settings:
     #: most items a request's own ``history`` may hold (413 above)
     max_request_history: int = 1000
     exploration: Exploration = field(default_factory=Exploration)
-    #: server processes (``--workers``); with more than one, only the default model can be swapped
-    workers: int = 1
     #: stored events older than this many days are deleted (at start, then every prune interval)
     retention_days: float | None = None
     prune_interval_s: float = 600.0
@@ -166,11 +162,17 @@ class Service:
     assigner: Assigner | None = None
     variant_models: dict[str, dict[str, ModelBundle]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
+    #: where each served bundle came from, by key (``default``, ``experiment/variant``)
+    sources: dict[str, Source] = field(default_factory=dict)
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: called with the folder of a newly swapped-in default model (``--workers N``: tells the others)
-    publish: Callable[[Path], None] | None = None
 
     def __post_init__(self) -> None:
+        #: with ``--workers N``: the run's shared folder (:meth:`follow`), else None
+        self.fleet: Fleet | None = None
+        #: the swap-record generation this process serves (``--workers N``)
+        self.generation = 0
+        self._follower: threading.Thread | None = None
+        self._stop = threading.Event()
         self.exposures = ExposureLog(self.store)
         self.batcher = ScoreBatcher()
         days = self.settings.retention_days
@@ -195,7 +197,12 @@ class Service:
                 settings.state_db, max_history=settings.max_history, synchronous=settings.sqlite_sync
             )
         ev = ExpectedValueModel.load(settings.calibration) if settings.calibration else None
-        return cls(default, store, settings, catalog, ev, assigner, variants)
+        sources = {DEFAULT: Source(str(settings.model_dir.resolve()), default.version)}
+        if plan is not None:
+            for exp, by_variant in plan.models.items():
+                for v, d in by_variant.items():
+                    sources[f"{exp}/{v}"] = Source(str(d.resolve()), variants[exp][v].version)
+        return cls(default, store, settings, catalog, ev, assigner, variants, sources=sources)
 
     @staticmethod
     def _load_variants(
@@ -207,6 +214,12 @@ class Service:
         }
 
     def close(self) -> None:
+        if self._follower is not None:
+            self._stop.set()
+            self._follower.join()
+        if self.fleet is not None:
+            self.fleet.write_metrics(self.metrics.snapshot())
+            self.fleet.leave()
         if self.retention is not None:
             self.retention.close()
         self.exposures.close()
@@ -429,17 +442,14 @@ class Service:
         """Load a bundle and replace the default (or ``experiment/variant``) model; returns versions.
 
         A bundle that fails to load raises and leaves the serving model untouched; one outside the
-        model root raises :class:`OutsideModelRoot` without being read.
+        model root raises :class:`OutsideModelRoot` without being read. With ``--workers N`` the swap
+        is published to the other workers, and this returns once every live one serves it too (or
+        after :data:`SWAP_WAIT_S`, logged).
         """
-        if variant is not None and self.settings.workers > 1:
-            raise SwapNotShared(
-                f"the service runs {self.settings.workers} worker processes and a variant's swap would "
-                "reach only the one that took this request; restart the service with the new experiments "
-                "config, or serve with --workers 1 (the default model can be swapped with several workers)"
-            )
         root = (self.settings.model_root or self.settings.model_dir.parent).resolve()
         if not model_dir.resolve().is_relative_to(root):
             raise OutsideModelRoot(f"model_dir {str(model_dir)!r}: outside the model root {str(root)!r}")
+        key = DEFAULT if variant is None else variant
         with self._swap_lock:
             if variant is not None:
                 exp, _, var = variant.partition("/")
@@ -447,12 +457,84 @@ class Service:
                     known = [f"{e}/{v}" for e, vs in self.variant_models.items() for v in vs]
                     raise BadRequest(f"variant {variant!r}: not a variant with its own model; known: {known}")
             new = ModelBundle.load(model_dir, catalog=self.catalog, ann=self.settings.ann)
-            if variant is None:
-                if self.publish is not None:
-                    self.publish(model_dir)
-                old, self.default = self.default, new
-            else:
-                models = dict(self.variant_models[exp])
-                old, models[var] = models[var], new
-                self.variant_models = {**self.variant_models, exp: models}
-            return new.version, old.version
+            old = self._bundle(key)
+            source = Source(str(model_dir.resolve()), new.version)
+            if self.fleet is None:
+                self._replace(key, new, source)
+                return new.version, old.version
+            with self.fleet.locked():  # publish and switch together: swaps reach the record in order
+                generation = self.fleet.publish(key, source)
+                self._replace(key, new, source)
+            self._catch_up(self.fleet)  # swaps another worker published since this one last looked
+        late = self.fleet.wait(generation, SWAP_WAIT_S)
+        if late:
+            log.warning(
+                "swap to %s: workers %s still serve the old model after %g s", new.version, late, SWAP_WAIT_S
+            )
+        return new.version, old.version
+
+    def _bundle(self, key: str) -> ModelBundle:
+        if key == DEFAULT:
+            return self.default
+        exp, _, var = key.partition("/")
+        return self.variant_models[exp][var]
+
+    def _replace(self, key: str, bundle: ModelBundle, source: Source) -> None:
+        """Serve ``bundle`` for ``key``: one reference replaced, requests in flight keep the old one."""
+        if key == DEFAULT:
+            self.default = bundle
+        else:
+            exp, _, var = key.partition("/")
+            self.variant_models = {**self.variant_models, exp: {**self.variant_models[exp], var: bundle}}
+        self.sources[key] = source
+
+    # ----------------------------------------------------------------- several workers
+    def follow(self, fleet: Fleet, poll_s: float = 0.1) -> None:
+        """Serve what ``fleet``'s swap record names (loading it now), then poll it every ``poll_s``
+        seconds from a background thread, which also writes this process's metrics for the others."""
+        self.fleet = fleet
+        with self._swap_lock:
+            self._catch_up(fleet)
+        fleet.caught_up(self.generation)  # from now on a swap waits for this process too
+        self._follower = threading.Thread(
+            target=self._follow, args=(fleet, poll_s), name="vitrina-follow", daemon=True
+        )
+        self._follower.start()
+
+    def _follow(self, fleet: Fleet, poll_s: float) -> None:
+        written = -1
+        while not self._stop.wait(poll_s):
+            try:
+                if fleet.read().generation > self.generation:
+                    with self._swap_lock:
+                        self._catch_up(fleet)
+                if self.metrics.changes != written:
+                    written = self.metrics.changes
+                    fleet.write_metrics(self.metrics.snapshot())
+            except Exception:  # a failed pass (disk full, ...) must not stop later ones
+                log.exception("following the other workers failed; retrying")
+
+    def _catch_up(self, fleet: Fleet) -> None:
+        """Load and swap in every model the record names that this process does not serve (hold
+        ``_swap_lock``). A bundle that no longer loads is logged and the old one kept."""
+        record = fleet.read()
+        if record.generation <= self.generation:
+            return
+        for key, source in record.models.items():
+            if self.sources.get(key) == source:
+                continue
+            exp, _, var = key.partition("/")
+            if key != DEFAULT and var not in self.variant_models.get(exp, {}):
+                log.error("swap record names %r, not a variant with its own model here; ignored", key)
+                continue
+            try:
+                bundle = ModelBundle.load(source.path, catalog=self.catalog, ann=self.settings.ann)
+            except Exception:  # any failure (ModelLoadError, out of memory) keeps the serving model
+                log.exception("cannot load %s (another worker swapped it in); kept the old one", source.path)
+                continue
+            if bundle.version != source.version:
+                changed = "%s changed since it was swapped in (%s, now %s)"
+                log.warning(changed, source.path, source.version, bundle.version)
+            self._replace(key, bundle, Source(source.path, bundle.version))
+        self.generation = record.generation
+        fleet.caught_up(self.generation)

@@ -1,17 +1,16 @@
 """``vitrina serve --workers N``: N server processes accepting on one socket.
 
 uvicorn's supervisor binds the socket, spawns the workers and replaces any that die. Each worker
-builds its own :class:`~vitrina.serving.service.Service` (the model bundle is loaded N times; a
-bundle is read-only, so nothing needs sharing) while the online state lives in a store every
-process sees: the SQLite file (each process's history cache catches up with the others' commits,
-:class:`~vitrina.serving.stores.SQLiteStore`) or Redis.
+builds its own :class:`~vitrina.serving.service.Service` while the online state lives in a store
+every process sees: the SQLite file (each process's history cache catches up with the others'
+commits, :class:`~vitrina.serving.stores.SQLiteStore`) or Redis.
 
-A hot swap of the default model reaches every worker: the worker that takes ``POST /admin/model``
-loads and checks the bundle, switches to it, writes its folder to a pointer file and sends SIGHUP
-to the supervisor, which replaces the workers one at a time, each replacement loading the model the
-pointer names and serving before the worker it replaces is stopped (uvicorn's rolling restart).
-Per process, not shared: ``/metrics`` counters (each answers for the worker that took the
-connection) and swaps of a variant's model (refused, 409).
+Hot swaps and ``/metrics`` go through a folder private to the run (:mod:`vitrina.serving.fleet`):
+the worker that takes ``POST /admin/model`` loads and checks the bundle, switches to it and records
+it there; every other worker sees the record within a poll, loads the bundle in the background and
+switches its reference in place, as a single process does, for the default model and for a
+variant's alike. No worker restarts, so no connection is closed. A worker started later (one
+replacing a worker that died) serves what the record names.
 """
 
 from __future__ import annotations
@@ -20,13 +19,14 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from vitrina.serving.fleet import DEFAULT, Fleet
+from vitrina.serving.metrics import Metrics
 from vitrina.serving.schemas import Exploration
 from vitrina.serving.service import Service, Settings
 
@@ -41,8 +41,8 @@ class WorkerConfig:
     settings: Settings
     torch_threads: int
     background_load: bool
-    #: the file naming the default model's folder after a hot swap (absent until the first one)
-    pointer: Path
+    #: the run's shared folder (:class:`~vitrina.serving.fleet.Fleet`)
+    folder: Path
 
 
 def encode(config: WorkerConfig) -> str:
@@ -61,12 +61,12 @@ def decode(text: str) -> WorkerConfig:
         if str(f.type).startswith("Path") and settings[f.name] is not None:
             settings[f.name] = Path(settings[f.name])
     settings["exploration"] = Exploration(**settings["exploration"])
-    return WorkerConfig(**{**raw, "settings": Settings(**settings), "pointer": Path(raw["pointer"])})
+    return WorkerConfig(**{**raw, "settings": Settings(**settings), "folder": Path(raw["folder"])})
 
 
-def pointer_file() -> Path:
-    """A fresh place for :attr:`WorkerConfig.pointer`, private to this run of the service."""
-    return Path(tempfile.mkdtemp(prefix="vitrina-serve-")) / "model_dir"
+def run_folder() -> Path:
+    """A fresh :attr:`WorkerConfig.folder`, private to this run of the service (mode 0700)."""
+    return Path(tempfile.mkdtemp(prefix="vitrina-serve-"))
 
 
 def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: str) -> None:
@@ -83,12 +83,12 @@ def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: 
             port=port,
             log_level=log_level,
             access_log=False,
-            # a replacement worker imports torch and loads the model before it serves: uvicorn's 5 s
-            # default would abandon the rolling restart of a hot swap on a busy machine
-            timeout_worker_healthcheck=120,
+            # a worker answers the supervisor's ping from a thread that competes for the GIL with a
+            # model load, on a busy machine for seconds: uvicorn's 5 s would kill a healthy worker
+            timeout_worker_healthcheck=60,
         )
     finally:
-        shutil.rmtree(config.pointer.parent, ignore_errors=True)
+        shutil.rmtree(config.folder, ignore_errors=True)
 
 
 def worker_app() -> FastAPI:
@@ -99,20 +99,17 @@ def worker_app() -> FastAPI:
 
     config = decode(os.environ[ENV])  # written by `run` in this service's supervisor
     torch.set_num_threads(config.torch_threads)
+    fleet = Fleet(config.folder)
     settings = config.settings
-    if config.pointer.exists():  # a replacement after a hot swap serves the swapped-in model
+    swapped = fleet.read().models.get(DEFAULT)
+    if swapped is not None:  # started after a hot swap: load the swapped-in default model directly
         root = settings.model_root or settings.model_dir.parent
-        settings = replace(settings, model_dir=Path(config.pointer.read_text()), model_root=root)
-
-    def publish(model_dir: Path) -> None:
-        tmp = config.pointer.with_suffix(".tmp")
-        tmp.write_text(str(model_dir.resolve()))
-        tmp.replace(config.pointer)  # atomic: a starting worker reads the old folder or the new one
-        os.kill(os.getppid(), signal.SIGHUP)  # the supervisor replaces the workers one by one
+        settings = replace(settings, model_dir=Path(swapped.path), model_root=root)
 
     def build(s: Settings) -> Service:
         service = Service.from_settings(s)
-        service.publish = publish
+        service.follow(fleet)
         return service
 
-    return create_app(settings, build=build, background_load=config.background_load)
+    metrics = Metrics(peers=fleet.peer_metrics)
+    return create_app(settings, build=build, background_load=config.background_load, metrics=metrics)
