@@ -310,7 +310,8 @@ async def swapper(
 ) -> None:
     """POST /admin/model every ``every_s`` seconds, cycling through ``dirs``; logs (start, end, status).
 
-    One connection per swap: with ``--workers N`` a swap replaces the worker that held the last one."""
+    One connection per swap (with ``--workers N`` the answer comes once every worker serves the new
+    bundle, so the logged interval covers the whole swap)."""
     k = 0
     while True:
         with contextlib.suppress(TimeoutError):

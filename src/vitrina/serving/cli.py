@@ -105,11 +105,8 @@ def serve(
     VITRINA_EVENTS_TOKEN, when set, is required as 'Authorization: Bearer <token>' by /events;
     VITRINA_READ_TOKEN, when set, by /recommend, /slate and /similar.
     """
-    import uvicorn
-
-    from vitrina.serving.app import create_app
     from vitrina.serving.schemas import MAX_EVENTS, MAX_HISTORY, Exploration
-    from vitrina.serving.service import Service, Settings
+    from vitrina.serving.settings import Settings
 
     if sqlite_sync not in ("full", "normal"):
         raise typer.BadParameter(
@@ -152,19 +149,23 @@ def serve(
         exploration=policy,
     )
     logging.basicConfig(level=log_level.upper())
-    import torch
-
-    torch.set_num_threads(torch_threads)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     if workers > 1:
         from vitrina.serving import workers as multi
 
         if not load_in_background:  # a bad bundle is one error line here, not N worker tracebacks
-            Service.from_settings(settings).close()
+            multi.check(settings)
         typer.echo(f"vitrina: serving {model_dir} at {url} with {workers} workers; Ctrl-C stops", err=True)
         config = multi.WorkerConfig(settings, torch_threads, load_in_background, multi.run_folder())
         multi.run(config, workers=workers, host=host, port=port, log_level=log_level)
         return
+    import torch
+    import uvicorn
+
+    from vitrina.serving.app import create_app
+    from vitrina.serving.service import Service
+
+    torch.set_num_threads(torch_threads)
     if load_in_background:
         app = create_app(settings, background_load=True)
     else:  # load before the server starts, so a bad bundle or catalogue is one error line, not a traceback

@@ -17,18 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from vitrina.serving.fleet import DEFAULT, Fleet
 from vitrina.serving.metrics import Metrics
 from vitrina.serving.schemas import Exploration
-from vitrina.serving.service import Service, Settings
+from vitrina.serving.settings import Settings
+
+if TYPE_CHECKING:
+    from vitrina.serving.service import Service
 
 #: environment variable that carries the worker configuration from the supervisor to its workers
 ENV = "VITRINA_SERVE_WORKER"
@@ -69,6 +75,19 @@ def run_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="vitrina-serve-"))
 
 
+def check(settings: Settings) -> None:
+    """Load the service once in a short-lived child process: a bad bundle raises here, one error
+    line before any worker starts, and the supervisor never holds the model nor torch."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        child.submit(_load_and_close, settings).result()
+
+
+def _load_and_close(settings: Settings) -> None:
+    from vitrina.serving.service import Service
+
+    Service.from_settings(settings).close()
+
+
 def run(config: WorkerConfig, *, workers: int, host: str, port: int, log_level: str) -> None:
     """Serve with ``workers`` processes until interrupted (the configuration travels in :data:`ENV`)."""
     import uvicorn
@@ -96,6 +115,7 @@ def worker_app() -> FastAPI:
     import torch
 
     from vitrina.serving.app import create_app
+    from vitrina.serving.service import Service
 
     config = decode(os.environ[ENV])  # written by `run` in this service's supervisor
     torch.set_num_threads(config.torch_threads)
