@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,9 @@ class Service:
             self._stop.set()
             self._follower.join()
         if self.fleet is not None:
-            self.fleet.write_metrics(self.metrics.snapshot())
-            self.fleet.leave()
+            with suppress(OSError):  # the run's folder goes when the supervisor stops
+                self.fleet.write_metrics(self.metrics.snapshot())
+                self.fleet.leave()
         if self.retention is not None:
             self.retention.close()
         self.exposures.close()
