@@ -236,6 +236,16 @@ def test_services_sharing_a_folder_follow_each_others_swaps(
     assert not list(folder.glob("worker-*"))  # closed workers are waited for no more
 
 
+def test_swaps_wait_only_for_live_workers(tmp_path: Path) -> None:
+    """A worker file names a pid and its start time: once that process is gone (or its pid belongs
+    to another process) nobody waits for it, and its file is removed."""
+    fleet = Fleet(tmp_path)
+    fleet.caught_up(1)
+    assert fleet.behind(1) == [] and fleet.behind(2) == [os.getpid()]
+    (tmp_path / f"worker-{os.getpid()}").write_text("1 0")  # this pid, another start: a reused pid
+    assert fleet.behind(2) == [] and not list(tmp_path.glob("worker-*"))
+
+
 def test_metrics_add_up_the_workers_snapshots(tmp_path: Path) -> None:
     """Each worker renders its own counts plus the other's latest snapshot: the same totals."""
     fleets = [Fleet(tmp_path, pid=101), Fleet(tmp_path, pid=102)]

@@ -5,7 +5,8 @@
   worker that takes ``POST /admin/model`` writes it (under ``models.lock``, atomically replaced);
   every worker polls it and loads what changed in the background, then swaps its reference in
   place, as a single process does (no process is restarted, no connection closed).
-* ``worker-<pid>``: the generation that worker has caught up with. The swapping worker answers when
+* ``worker-<pid>``: the generation that worker has caught up with, and the worker's start time (a
+  process that later gets the same pid is not taken for it). The swapping worker answers when
   every live worker has reached its generation, so the answer means "the whole service serves it".
 * ``metrics-<pid>.json``: that worker's counters (:meth:`Metrics.snapshot`), rewritten when they
   change; ``/metrics`` adds up all of them. Files of workers that died stay: counters never go back.
@@ -49,14 +50,14 @@ class Record:
     models: dict[str, Source] = field(default_factory=dict)
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), None if there is no such process:
+    with the pid it names one process, even after the pid is reused (Linux ``/proc``)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process reuses the id: not one of our workers
-        return False
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
 
 
 def _write(path: Path, text: str) -> None:
@@ -105,7 +106,7 @@ class Fleet:
     # ----------------------------------------------------------------- acknowledgements
     def caught_up(self, generation: int) -> None:
         """Say that this worker serves everything up to ``generation``."""
-        _write(self.folder / f"worker-{self.pid}", str(generation))
+        _write(self.folder / f"worker-{self.pid}", f"{generation} {_started(self.pid)}")
 
     def leave(self) -> None:
         """This worker stops: nobody waits for it any more."""
@@ -116,12 +117,14 @@ class Fleet:
         late = []
         for path in self.folder.glob("worker-*"):
             pid = int(path.name.removeprefix("worker-"))
-            if not _alive(pid):
-                path.unlink(missing_ok=True)
+            try:
+                reached, started = path.read_text().split()
+            except FileNotFoundError:  # it left
                 continue
-            with suppress(FileNotFoundError, ValueError):  # it left, or is rewriting it
-                if int(path.read_text()) < generation:
-                    late.append(pid)
+            if _started(pid) != started:
+                path.unlink(missing_ok=True)
+            elif int(reached) < generation:
+                late.append(pid)
         return late
 
     def wait(self, generation: int, timeout_s: float, poll_s: float = 0.05) -> list[int]:
