@@ -26,6 +26,21 @@ def index() -> AnnIndex:
     return AnnIndex(_learned_like(6_000, 16, 0), exact_below=500, threads=1)
 
 
+def test_the_item_matrix_is_shared_not_copied() -> None:
+    items = _learned_like(2_000, 8, 4)
+    index = AnnIndex(items, exact_below=300, threads=1)
+    assert index.vectors is items  # float32 C-contiguous: no copy of the matrix
+    assert not np.shares_memory(index.head, items)  # the head alone is copied, in norm order
+    np.testing.assert_array_equal(index.head, items[index.order[:300]])
+    graphs = sum(int(g.memory_usage) for g in index.graphs if g is not None)
+    assert index.nbytes == index.order.nbytes + index.norms.nbytes + 300 * 8 * 4 + graphs
+    for q in items[:5]:  # the head settles these queries: the list is the exact one
+        idx, val = index.search(q, 10)
+        exact_idx, exact_val = index.exact(q, 10)
+        assert idx.tolist() == exact_idx.tolist()
+        np.testing.assert_allclose(val, exact_val, rtol=1e-6)
+
+
 def test_bands_partition_the_catalogue_by_norm(index: AnnIndex) -> None:
     bounds = index.bands
     assert bounds[0] == (0, 500) and bounds[-1][1] == len(index)
@@ -40,7 +55,7 @@ def test_bands_partition_the_catalogue_by_norm(index: AnnIndex) -> None:
 
 def test_recall_on_learned_like_vectors(index: AnnIndex) -> None:
     rng = np.random.default_rng(1)
-    vectors = index.vectors[np.argsort(index.order)]  # back in item order
+    vectors = index.vectors
     hits = 0
     queries = vectors[rng.choice(len(vectors), 50, replace=False)]
     for q in queries:
@@ -53,7 +68,7 @@ def test_recall_on_learned_like_vectors(index: AnnIndex) -> None:
 
 def test_filter_is_never_violated(index: AnnIndex) -> None:
     rng = np.random.default_rng(2)
-    vectors = index.vectors[np.argsort(index.order)]
+    vectors = index.vectors
     for q in vectors[rng.choice(len(vectors), 10, replace=False)]:
         allowed = rng.random(len(vectors)) < 0.5
         idx, _ = index.search(q, 20, allowed)
