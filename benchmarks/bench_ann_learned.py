@@ -2,10 +2,16 @@
 exact scoring, with and without a category filter, and the speed of the exact scan.
 
     vitrina datasets synth --events 8000000 --users 400000 --items 1300000 --output synth.parquet
-    python benchmarks/bench_ann_learned.py --log synth.parquet --factors 32 --iterations 5
+    python benchmarks/bench_ann_learned.py --log synth.parquet --model als:factors=32,iterations=5
+    python benchmarks/bench_ann_learned.py --log synth.parquet --normalise   # near-equal norms
+    python benchmarks/bench_ann_learned.py --log synth.parquet --model esasrec:epochs=1
 
-ALS is fitted on the log (its item factors are the vectors, its user factors the queries); the
-catalogue beside the log (``synth.items.parquet``) gives the categories. For a sample of users the
+A model is fitted on the log (``--model``, ALS by default: its item factors are the vectors, its
+user factors the queries; any model with ``item_vectors``/``user_vectors``); the catalogue beside
+the log (``synth.items.parquet``) gives the categories. ``--normalise`` L2-normalises the item
+vectors (cosine retrieval): every item then has the same norm, so the norm bands and their
+Cauchy-Schwarz stop cannot help and the graphs do all the work. The spread of the item norms and
+the memory the index adds beside the item matrix are printed. For a sample of users the
 served list is built as the service builds it (``ModelBundle.scores``: seen items masked, the index
 widening its fetch when they hide its nearest candidates) and compared with ``AnnIndex.exact``:
 
@@ -29,8 +35,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from vitrina.models.implicit_mf import ALS
+from vitrina.evaluation.config import parse_models
+from vitrina.models.registry import make_model
 from vitrina.serving.ann import AnnIndex, exact_topk
+from vitrina.serving.bundle import ANN_DIR
 
 
 def _median_ms(fn: object, repeat: int) -> float:
@@ -71,8 +79,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--log", type=Path, required=True, help="Parquet from `vitrina datasets synth`")
-    parser.add_argument("--factors", type=int, default=32)
-    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--model", default="als:factors=32,iterations=5", help="model spec, as --models")
+    parser.add_argument("--normalise", action="store_true", help="L2-normalise the item vectors")
+    parser.add_argument(
+        "--save-model",
+        type=Path,
+        help="save the fitted model here, with its index unless --normalise (`vitrina serve --ann` uses it)",
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--expansion-search", default="256", help="comma-separated HNSW search widths")
@@ -85,10 +98,17 @@ def main() -> None:
     log = pl.read_parquet(args.log, columns=["user_id", "item_id", "timestamp"]).with_columns(
         weight=pl.lit(1.0)
     )
-    model = ALS(factors=args.factors, iterations=args.iterations).fit(log)
+    (run,) = parse_models(args.model)
+    model = make_model(run.name, run.params).fit(log)
     fit_s = time.perf_counter() - t
-    vectors = model.item_vectors()
-    n_items = len(vectors)
+    if args.save_model:
+        model.save(args.save_model)
+    vectors = np.ascontiguousarray(model.item_vectors(), dtype=np.float32)
+    if args.normalise:
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    n_items, dim = vectors.shape
+    norms = np.linalg.norm(vectors, axis=1)
+    p50, p99, top = np.percentile(norms, 50), np.percentile(norms, 99), norms.max()
     catalog = pl.read_parquet(args.log.with_name(args.log.stem + ".items.parquet"))
     category = (
         pl.DataFrame({"item_id": model.items_.external_ids})
@@ -103,15 +123,20 @@ def main() -> None:
     t = time.perf_counter()
     index = None if args.exact_only else AnnIndex(vectors, threads=args.threads)
     build_s = time.perf_counter() - t
+    if index is not None and args.save_model and not args.normalise:
+        index.save(args.save_model / ANN_DIR)
     sizes = [] if index is None else [b - a for a, b in index.bands]
     bands = f" ({len(sizes)} norm bands: {sizes} items)" if sizes else ""
+    extra = "" if index is None else f"; index beside the matrix {index.nbytes / 1e6:.0f} MB"
     rng = np.random.default_rng(0)
     users = rng.choice(len(model.users_), size=min(args.queries, len(model.users_)), replace=False)
     queries = model.user_vectors(users)
     seen = [model.seen_[int(u)].indices for u in users]
     print(
         f"{args.log.name}: {log.height} events, {len(model.users_)} users, {n_items} items; "
-        f"ALS d={args.factors} ({args.iterations} it.) {fit_s:.0f} s; HNSW build {build_s:.0f} s{bands}; "
+        f"{args.model}{' (normalised)' if args.normalise else ''} d={dim} fit {fit_s:.0f} s; "
+        f"item norm p50 {p50:.4g} p99 {p99:.4g} max {top:.4g} (p50/max {p50 / top:.3f}); "
+        f"HNSW build {build_s:.0f} s{bands}; item matrix {vectors.nbytes / 1e6:.0f} MB{extra}; "
         f"peak RSS {_peak_gb():.2f} GB; "
         f"{os.cpu_count()} CPUs; {len(users)} users, k={args.k}\n",
         flush=True,
@@ -148,7 +173,7 @@ def main() -> None:
         hits += len(set(exact.tolist()) & set(approx.tolist()))
     gbs = vectors.nbytes / read_ms / 1e6
     print(
-        f"\nexact scan of {n_items} x {args.factors} float32 ({vectors.nbytes / 1e6:.0f} MB): "
+        f"\nexact scan of {n_items} x {dim} float32 ({vectors.nbytes / 1e6:.0f} MB): "
         f"{exact_ms:.1f} ms per query; reading the matrix once: {read_ms:.1f} ms ({gbs:.1f} GB/s) -> "
         f"{exact_ms / read_ms:.2f}x the bandwidth bound; 64 queries in one product: "
         f"{batch_ms:.2f} ms per query; bfloat16 copy (torch): {bf16_ms:.1f} ms, "
