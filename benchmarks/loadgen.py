@@ -496,7 +496,10 @@ def main() -> None:
     parser.add_argument("--server-pid", type=int, help="measure this server's CPU (with its children)")
     parser.add_argument("--serve-args", default="", help="extra `vitrina serve` flags, e.g. '--workers 2'")
     parser.add_argument(
-        "--dataset", default="ml-100k", help="dataset the model was trained on (request bodies)"
+        "--dataset",
+        default="ml-100k",
+        help="dataset the model was trained on (request bodies): a name, or a FILE.parquet log "
+        "from `vitrina datasets synth`",
     )
     parser.add_argument("--mix", choices=["history-filter", "mixed"], default="history-filter")
     parser.add_argument("--rates", default="100,200,300,500,700,1000", help="offered req/s per step")
@@ -522,7 +525,12 @@ def main() -> None:
     from vitrina.data.datasets import load_dataset
     from vitrina.data.filtering import to_implicit
 
-    workload = Workload.from_events(to_implicit(load_dataset(args.dataset)))
+    events = (
+        pl.read_parquet(args.dataset, columns=["user_id", "item_id", "timestamp"])
+        if args.dataset.endswith(".parquet")
+        else to_implicit(load_dataset(args.dataset))
+    )
+    workload = Workload.from_events(events)
     rng = np.random.default_rng(args.seed + 1)
     requests = [http_request(*workload.body(args.mix, rng), host) for _ in range(args.bodies)]
     proc = (
