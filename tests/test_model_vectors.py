@@ -3,7 +3,6 @@ reproduce the scores, and ``--ann`` serving over them returns the exact top-k.""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from threadpoolctl import threadpool_limits
 from vitrina.data.loaders import load_movielens
 from vitrina.models.base import Recommender
 from vitrina.models.registry import make_model
-from vitrina.serving import bundle
 from vitrina.serving.ann import AnnIndex, EmbeddingModel
 from vitrina.serving.app import create_app
 from vitrina.serving.service import Settings
@@ -91,7 +89,10 @@ def test_ann_serving_matches_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the catalogue (1682 items) is far below the default exact_below; force the HNSW path
-    monkeypatch.setattr(bundle, "AnnIndex", functools.partial(AnnIndex, exact_below=0))
+    build = AnnIndex.cached.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        AnnIndex, "cached", classmethod(lambda cls, v, d, **p: build(cls, v, d, **{**p, "exact_below": 0}))
+    )
     path = models[name][1]
     exact = TestClient(create_app(Settings(model_dir=path, state_db=tmp_path / "exact.sqlite")))
     ann = TestClient(create_app(Settings(model_dir=path, state_db=tmp_path / "ann.sqlite", ann=True)))

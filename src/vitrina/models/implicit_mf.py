@@ -14,11 +14,21 @@ from collections.abc import Sequence
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from vitrina.data.dataset import Dataset
 from vitrina.models._common import check_float, check_int, history_matrix
 from vitrina.models.base import Recommender
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _blas() -> ThreadpoolController:
+    """One controller of the loaded BLAS libraries, built on first use: ``threadpool_limits``
+    inspects every loaded library at each call (about 1.2 ms, once per served history)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 class _ImplicitMF(Recommender):
@@ -123,13 +133,23 @@ class ALS(_ImplicitMF):
         )
 
     def _history_factors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        with threadpool_limits(1, "blas"):
-            model = self._solver()
-            model.item_factors = self.item_factors_
-            users = model.recalculate_user(
+        with _blas().limit(limits=1, user_api="blas"):
+            users = self._fold_in_solver().recalculate_user(
                 np.arange(len(histories)), history_matrix(histories, len(self.items_), binary=False)
             )
         return np.asarray(users, dtype=np.float32)
+
+    def _fold_in_solver(self) -> AlternatingLeastSquares:
+        """A solver holding the item factors and their Gram matrix ``YᵀY``, built once per set of
+        factors: ``YᵀY`` is a pass over every item (3 ms per served history at 115k items, ~30 ms
+        at 1M), the same for every request."""
+        solver: AlternatingLeastSquares | None = getattr(self, "_fold_in", None)
+        if solver is None or solver.item_factors is not self.item_factors_:
+            solver = self._solver()
+            solver.item_factors = self.item_factors_
+            _ = solver.YtY  # computed and kept by the solver
+            self._fold_in = solver
+        return solver
 
 
 class BPR(_ImplicitMF):
