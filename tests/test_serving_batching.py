@@ -119,10 +119,20 @@ def test_single_row_top_k_matches_the_batch_top_k() -> None:
     from vitrina.serving.ranking import top_k
 
     rng = np.random.default_rng(0)
-    for n, k in [(1682, 10), (12101, 10), (50, 50), (30, 100), (5, 1)]:
+    # 30% -inf: the whole row is partitioned; 99.5%: only its finite entries (an ANN row)
+    for n, k, dropped in [
+        (1682, 10, 0.3),
+        (12101, 10, 0.3),
+        (50, 50, 0.3),
+        (30, 100, 0.3),
+        (5, 1, 0.3),
+        (20000, 10, 0.995),
+        (20000, 200, 0.995),
+        (3000, 5, 0.999),
+    ]:
         for _ in range(20):
             scores = rng.integers(0, 40, n).astype(np.float32)  # many ties
-            scores[rng.random(n) < 0.3] = -np.inf
+            scores[rng.random(n) < dropped] = -np.inf
             idx, val = top_k(scores, k)
             ref_idx, ref_val = topk(scores[None, :], k)
             keep = ref_idx[0] >= 0
