@@ -151,7 +151,8 @@ def _paired_se(results: Path, r: dict[str, Any], base: dict[str, Any]) -> float:
 
 
 def _cells(results: Path, rows: dict[str, list[dict[str, Any]]], candidate: str) -> list[str]:
-    """Seeds, NDCG@10 (± sd over seeds), HR@10, epochs, se and paired se of one candidate's runs."""
+    """Seeds, NDCG@10 (± sd over seeds), HR@10, epochs, se, paired se and fit minutes of one
+    candidate's runs."""
     rs = rows[candidate]
     ndcg = [r["ndcg@10"] for r in rs]
     sd = f" ± {statistics.stdev(ndcg):.4f}" if len(rs) > 1 else ""
@@ -174,6 +175,7 @@ def _cells(results: Path, rows: dict[str, list[dict[str, Any]]], candidate: str)
         epochs,
         f"{statistics.fmean(r['ndcg_se'] for r in rs):.4f}",
         paired,
+        f"{statistics.fmean(r['fit_seconds'] for r in rs) / 60:.1f}",
     ]
 
 
@@ -191,10 +193,21 @@ def cmd_table(args: argparse.Namespace) -> None:
     print(f"epochs {args.epochs}, patience {args.patience}; datasets ranked: {', '.join(complete)}")
     if set(datasets) - set(complete):
         print(f"not ranked (not every candidate ran): {', '.join(d for d in datasets if d not in complete)}")
-    header = (
-        "| dataset | candidate | seeds | NDCG@10 | HR@10 | epochs (best) | se | paired se vs default | rank |"
+    columns = (
+        "dataset",
+        "candidate",
+        "seeds",
+        "NDCG@10",
+        "HR@10",
+        "epochs (best)",
+        "se",
+        "paired se vs default",
     )
-    print("\n" + header + "\n|---|---|---|---:|---:|---|---:|---:|---:|")
+    print(
+        "\n| "
+        + " | ".join((*columns, "fit min", "rank"))
+        + " |\n|---|---|---|---:|---:|---|---:|---:|---:|---:|"
+    )
     total = dict.fromkeys(candidates, 0.0)
     for d in complete:
         # a seed counts only if every candidate ran it, so the means compare the same seeds
