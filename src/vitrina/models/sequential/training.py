@@ -25,6 +25,7 @@ from vitrina.models.sequential.losses import FullSoftmax, Loss
 from vitrina.models.sequential.network import SequenceEncoder
 from vitrina.models.sequential.objectives import Objective
 from vitrina.models.sequential.packing import pack
+from vitrina.models.sequential.row_logits import row_logits
 from vitrina.models.sequential.samplers import Sampler
 
 K = 10
@@ -146,24 +147,24 @@ def _step_loss(
     weights = parts.encoder.item_weights()
     if isinstance(parts.loss, FullSoftmax) or negatives is None or neg_log_q is None:
         return parts.loss(h @ weights.T, tgt), len(tgt)  # type: ignore[call-arg]
-    pos = (h * weights.index_select(0, tgt)).sum(-1)
-    if opts.negatives_per == "batch":  # one (positions x dim) @ (dim x n) matmul
-        neg = h @ weights.index_select(0, negatives).T
-        negatives, neg_log_q = negatives.expand(len(tgt), -1), neg_log_q.expand(len(tgt), -1)
-    elif opts.negatives_per == "sequence":  # (rows x width x dim) @ (rows x dim x n), then the targets
-        rows, width = targets.shape
-        grid = h.new_zeros(rows * width, h.shape[1]).index_copy(0, flat, h).view(rows, width, -1)
-        # index_select: its backward is an index_add, much cheaper on CPU than indexing's scatter
-        neg_w = weights.index_select(0, negatives.reshape(-1)).view(*negatives.shape, -1)
-        neg = torch.bmm(grid, neg_w.transpose(1, 2)).view(rows * width, -1).index_select(0, flat)
-        row = flat // width
-        negatives, neg_log_q = negatives[row], neg_log_q[row]
-    elif negatives.shape[1] * weights.shape[1] >= weights.shape[0]:
-        # per position, small catalogue: every item's logit in one matmul, then pick the negatives
-        # (cheaper than gathering a positions x n x dim tensor of embeddings, which is memory-bound)
-        neg = (h @ weights.T).gather(1, negatives)
-    else:  # per position, large catalogue: gather (positions x n x dim)
-        neg = torch.einsum("pd,pnd->pn", h, weights[negatives])
+    if opts.negatives_per == "sequence":  # each row's targets against that row's draw
+        row = order // targets.shape[1]
+        # the whole table (item i is row i + 1), so its gradient needs no zero-padded slice copy
+        table = parts.encoder.item_emb.weight
+        pos, neg = row_logits(h, row, table, tgt + 1, negatives + 1)
+        row_t = torch.from_numpy(row).to(device)
+        negatives, neg_log_q = negatives.index_select(0, row_t), neg_log_q.index_select(0, row_t)
+    else:
+        pos = (h * weights.index_select(0, tgt)).sum(-1)
+        if opts.negatives_per == "batch":  # one (positions x dim) @ (dim x n) matmul
+            neg = h @ weights.index_select(0, negatives).T
+            negatives, neg_log_q = negatives.expand(len(tgt), -1), neg_log_q.expand(len(tgt), -1)
+        elif negatives.shape[1] * weights.shape[1] >= weights.shape[0]:
+            # per position, small catalogue: every item's logit in one matmul, then pick the negatives
+            # (cheaper than gathering a positions x n x dim tensor of embeddings, which is memory-bound)
+            neg = (h @ weights.T).gather(1, negatives)
+        else:  # per position, large catalogue: gather (positions x n x dim)
+            neg = torch.einsum("pd,pnd->pn", h, weights[negatives])
     keep = negatives != tgt[:, None]
     log_q = torch.cat([parts.sampler.log_q(tgt)[:, None], neg_log_q], dim=1)
     return parts.loss(pos, neg, keep, log_q), len(tgt)
