@@ -31,9 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# Before torch loads OpenMP: sleeping (not spinning) worker threads; on a shared, busy CPU spinning
-# threads made a 2-thread epoch up to ~50x slower in our measurements (see docs/sequential.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads OpenMP: idle worker threads spin briefly, then sleep (see docs/sequential.md,
+# "Threads"): always sleeping made each small op wait for a wake-up, endless spinning starves a busy CPU.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import torch
 
@@ -84,6 +84,10 @@ print(json.dumps({"epoch_seconds": times, "epoch_cpu_seconds": cpu}))
 """
 
 
+def _omp_env() -> str:
+    return ", ".join(f"{k}={os.environ.get(k, 'not set')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+
+
 def vitrina_epochs(train: Dataset, val: Dataset, epochs: int, negatives_per: str) -> dict[str, list[float]]:
     params = dict(kv.split("=") for kv in CONFIG.split(","))
     params.update(negatives_per=negatives_per, epochs=str(epochs), patience=str(epochs), verbose="false")
@@ -105,7 +109,7 @@ def profile_epoch(train: Dataset, val: Dataset, negatives_per: str) -> None:
         f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()} "
         f"(ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'not set')}), "
         f"intra-op threads {torch.get_num_threads()}, inter-op threads {torch.get_num_interop_threads()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()}"
+        f"{_omp_env()}, load average {os.getloadavg()}"
     )
     wall, cpu = time.perf_counter(), time.process_time()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -174,6 +178,8 @@ def main() -> None:
     result = {
         "config": CONFIG,
         "threads": args.threads,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "openmp": _omp_env(),
         "rectools_epoch_seconds": rectools,
         "rectools_epoch_cpu_seconds": rectools_cpu,
         "rectools_process_wall_seconds": rectools_wall,
