@@ -33,7 +33,7 @@ from pathlib import Path
 
 # Before torch loads OpenMP: idle worker threads spin briefly, then sleep (see docs/sequential.md,
 # "Threads"): always sleeping made each small op wait for a wake-up, endless spinning starves a busy CPU.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 import torch
 
