@@ -127,7 +127,7 @@ MODELS: dict[str, ModelSpec] = {
             "objective": "shifted",
             "layers": "ligr",
             "loss": "sampled_softmax",
-            # 512 ranks above 256 on all five datasets (1-8% NDCG@10) at 1.1-2.2x the fit time; kept
+            # 512 ranks above 256 on all five datasets (0.5-6% NDCG@10) at 1.1-2.2x the fit time; kept
             # for the 10-minute Beauty target (docs/benchmarks.md, "Defaults chosen across datasets")
             "n_negatives": 256,
             # per sequence: the paper's per-position quality per epoch at about batch-shared cost
