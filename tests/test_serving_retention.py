@@ -17,7 +17,7 @@ from vitrina.cli import app as cli
 from vitrina.models.registry import make_model
 from vitrina.serving import stores
 from vitrina.serving.app import create_app
-from vitrina.serving.service import Settings
+from vitrina.serving.settings import Settings
 from vitrina.serving.stores import EventStore, LogRow, SQLiteStore
 
 DAY = 86_400

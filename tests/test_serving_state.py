@@ -28,7 +28,8 @@ from vitrina.serving.calibration import ExpectedValueModel, fit_calibrator
 from vitrina.serving.catalog import Catalog
 from vitrina.serving.fleet import Fleet
 from vitrina.serving.metrics import Metrics
-from vitrina.serving.service import Service, Settings
+from vitrina.serving.service import Service
+from vitrina.serving.settings import Settings
 from vitrina.serving.stores import EventStore, LogRow, RedisStore, SQLiteStore
 
 REDIS_URL = os.environ.get("VITRINA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -425,7 +426,7 @@ def test_worker_configuration_travels_as_json_and_round_trips() -> None:
     """--workers hands each worker its settings through the environment as JSON (no pickle):
     every field, paths and the exploration policy included, comes back equal."""
     from vitrina.serving.schemas import Exploration
-    from vitrina.serving.service import Settings
+    from vitrina.serving.settings import Settings
     from vitrina.serving.workers import WorkerConfig, decode, encode
 
     settings = Settings(

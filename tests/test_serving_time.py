@@ -20,7 +20,8 @@ from vitrina.models.base import Recommender, load_model
 from vitrina.models.registry import make_model
 from vitrina.serving.app import create_app
 from vitrina.serving.schemas import EARLIEST, LATEST, RecommendRequest
-from vitrina.serving.service import Service, Settings
+from vitrina.serving.service import Service
+from vitrina.serving.settings import Settings
 from vitrina.serving.stores import EventStore, LogRow, SQLiteStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -37,7 +37,8 @@ from vitrina.serving.schemas import (
     SwapRequest,
     SwapResponse,
 )
-from vitrina.serving.service import OutsideModelRoot, Service, Settings
+from vitrina.serving.service import OutsideModelRoot, Service
+from vitrina.serving.settings import Settings
 
 log = logging.getLogger("vitrina.serving")
 
