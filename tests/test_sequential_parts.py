@@ -10,9 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vitrina.errors import ConfigError
 from vitrina.models.sequential import row_logits as rl
 from vitrina.models.sequential.layers import LiGRBlock, PreLNBlock, SASRecBlock, attention_mask, build_layers
 from vitrina.models.sequential.losses import BCE, GBCE, FullSoftmax, SampledSoftmax
+from vitrina.models.sequential.model import SequentialTransformer
 from vitrina.models.sequential.network import SequenceEncoder
 from vitrina.models.sequential.objectives import MaskedItem, ShiftedSequence
 from vitrina.models.sequential.packing import pack
@@ -167,6 +169,17 @@ def test_full_softmax_is_cross_entropy() -> None:
     logits = torch.tensor([[1.0, 2.0, 0.0]])
     expected = -2.0 + math.log(math.e + math.e**2 + 1)
     assert float(FullSoftmax()(logits, torch.tensor([1]))) == pytest.approx(expected, rel=1e-6)
+    # label smoothing ε: (1 - ε) of the target's cross-entropy + ε of the mean over all three items
+    log_z = math.log(math.e + math.e**2 + 1)
+    smoothed = 0.9 * (log_z - 2.0) + 0.1 * sum(log_z - v for v in (1.0, 2.0, 0.0)) / 3
+    assert float(FullSoftmax(0.1)(logits, torch.tensor([1]))) == pytest.approx(smoothed, rel=1e-6)
+
+
+def test_label_smoothing_needs_the_full_softmax() -> None:
+    with pytest.raises(ConfigError, match="label_smoothing must be in \\[0, 1\\), and 0 unless loss"):
+        SequentialTransformer(loss="sampled_softmax", label_smoothing=0.1).build_parts(5, np.ones(5))
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        SequentialTransformer(loss="softmax", label_smoothing=1.0).build_parts(5, np.ones(5))
 
 
 def test_samplers() -> None:

@@ -67,12 +67,16 @@ class SampledSoftmax:
 
 
 class FullSoftmax:
-    """Cross-entropy over the whole catalogue (logits n x n_items, targets n)."""
+    """Cross-entropy over the whole catalogue (logits n x n_items, targets n). ``label_smoothing``
+    ε moves ε of the target's probability mass evenly over the catalogue (Szegedy et al. 2016)."""
 
     full_catalogue = True
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
 
 SampledLoss = BCE | GBCE | SampledSoftmax
@@ -80,7 +84,13 @@ Loss = SampledLoss | FullSoftmax
 
 
 def build_loss(
-    name: LossName, *, n_negatives: int, n_items: int, gbce_t: float, logq_correction: bool
+    name: LossName,
+    *,
+    n_negatives: int,
+    n_items: int,
+    gbce_t: float,
+    logq_correction: bool,
+    label_smoothing: float = 0.0,
 ) -> Loss:
     if name == "bce":
         return BCE()
@@ -89,5 +99,5 @@ def build_loss(
     if name == "sampled_softmax":
         return SampledSoftmax(logq_correction)
     if name == "softmax":
-        return FullSoftmax()
+        return FullSoftmax(label_smoothing)
     raise ValueError(f"loss must be one of bce, gbce, sampled_softmax, softmax; got {name!r}")

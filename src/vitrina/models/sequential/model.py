@@ -33,7 +33,7 @@ class SequentialTransformer(Recommender):
     ``ffn_mult * n_factors``), ``loss`` (``bce``/``gbce``/``sampled_softmax`` with ``n_negatives``,
     drawn once per batch, per sequence or per position by ``negatives_per``; ``gbce_t``,
     ``logq_correction``;
-    ``softmax`` over the full catalogue) and
+    ``softmax`` over the full catalogue, with ``label_smoothing``) and
     ``sampler`` (``uniform``, ``in_batch``, ``mixed``). Training uses Adam (betas 0.9, 0.98), early
     stopping on validation Recall@10 with ``patience`` and restores the best epoch's weights, or
     with ``refit`` trains a fresh network for the best epoch count on train + validation;
@@ -69,6 +69,7 @@ class SequentialTransformer(Recommender):
         negatives_per: NegativesPer = "batch",
         gbce_t: float = 0.75,
         logq_correction: bool = False,
+        label_smoothing: float = 0.0,
         mask_prob: float = 0.2,
         n_factors: int = 64,
         n_blocks: int = 2,
@@ -98,6 +99,7 @@ class SequentialTransformer(Recommender):
         self.negatives_per = negatives_per
         self.gbce_t = gbce_t
         self.logq_correction = logq_correction
+        self.label_smoothing = label_smoothing
         self.mask_prob = mask_prob
         self.n_factors = n_factors
         self.n_blocks = n_blocks
@@ -130,6 +132,11 @@ class SequentialTransformer(Recommender):
                 f"a positive multiple of n_heads={self.n_heads}",
             ),
             "dropout": (self.dropout, 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "label_smoothing": (
+                self.label_smoothing,
+                self.label_smoothing == 0.0 or (self.loss == "softmax" and 0.0 < self.label_smoothing < 1.0),
+                f"in [0, 1), and 0 unless loss is 'softmax' (loss={self.loss!r})",
+            ),
             "mask_prob": (self.mask_prob, 0.0 < self.mask_prob < 1.0, "in (0, 1)"),
             "epochs": (self.epochs, self.epochs >= 1, ">= 1"),
             "batch_size": (self.batch_size, self.batch_size >= 1, ">= 1"),
@@ -187,6 +194,7 @@ class SequentialTransformer(Recommender):
             n_items=n_items,
             gbce_t=self.gbce_t,
             logq_correction=self.logq_correction,
+            label_smoothing=self.label_smoothing,
         )
         sampler = build_sampler(self.sampler, n_items, torch.from_numpy(np.asarray(item_counts)))
         return Parts(self._build_encoder(n_items), self._build_objective(n_items), loss, sampler)
