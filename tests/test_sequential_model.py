@@ -62,7 +62,12 @@ def test_learns_planted_pattern(fitted: SequentialTransformer) -> None:
 
 @pytest.mark.parametrize(
     ("objective", "layers", "loss"),
-    [("masked", "preln", "softmax"), ("shifted", "sasrec", "gbce"), ("shifted", "sasrec", "bce")],
+    [
+        ("masked", "preln", "softmax"),
+        ("shifted", "sasrec", "gbce"),
+        ("shifted", "sasrec", "bce"),
+        ("shifted", "ligr", "softmax"),  # esasrec-full's parts
+    ],
 )
 def test_other_configurations_learn(objective: str, layers: str, loss: str) -> None:
     model = SequentialTransformer(
@@ -195,6 +200,7 @@ def test_damaged_state_is_refused(fitted: SequentialTransformer, tmp_path: Path,
         ("gsasrec", ShiftedSequence, SASRecBlock, GBCE, 256),
         ("bert4rec", MaskedItem, PreLNBlock, FullSoftmax, None),
         ("esasrec", ShiftedSequence, LiGRBlock, SampledSoftmax, 256),
+        ("esasrec-full", ShiftedSequence, LiGRBlock, FullSoftmax, None),
     ],
 )
 def test_registry_configurations(
@@ -209,12 +215,17 @@ def test_registry_configurations(
     if n_negatives is not None:
         assert model.n_negatives == n_negatives
     # BCE-type losses draw per position (shared negatives collapse gBCE to popularity on Beauty)
-    expected = {"sasrec": "position", "gsasrec": "position", "esasrec": "sequence"}
+    expected = {
+        "sasrec": "position",
+        "gsasrec": "position",
+        "esasrec": "sequence",
+        "esasrec-full": "sequence",
+    }
     assert model.negatives_per == expected.get(name, "batch")
     if name == "gsasrec":
         assert model.gbce_t == 0.75
-    if name == "esasrec":
-        assert len(parts.encoder.blocks) == 1 and model.ffn_mult == 4
+    if name.startswith("esasrec"):
+        assert len(parts.encoder.blocks) == 1 and model.ffn_mult == 4 and model.dropout == 0.4
 
 
 def test_registry_overrides_from_strings() -> None:
@@ -242,7 +253,7 @@ def test_registry_name_is_the_matching_configuration() -> None:
     class _Unregistered(Popular):
         pass
 
-    for name in ("sasrec", "sasrec-ss", "gsasrec", "bert4rec", "esasrec"):
+    for name in ("sasrec", "sasrec-ss", "gsasrec", "bert4rec", "esasrec", "esasrec-full"):
         assert registry_name(make_model(name)) == name
     assert registry_name(make_model("esasrec", {"n_factors": 128})) == "esasrec"
     with pytest.raises(ConfigError, match="not in the model registry"):

@@ -79,6 +79,7 @@ SPACES: dict[str, dict[str, Param]] = {
             "gsasrec",
             "bert4rec",
             "esasrec",
+            "esasrec-full",
             "hstu",
             "hstu-large",
             "fuxi-alpha",
