@@ -199,7 +199,7 @@ def test_damaged_state_is_refused(fitted: SequentialTransformer, tmp_path: Path,
         ("sasrec-ss", ShiftedSequence, SASRecBlock, SampledSoftmax, 256),
         ("gsasrec", ShiftedSequence, SASRecBlock, GBCE, 256),
         ("bert4rec", MaskedItem, PreLNBlock, FullSoftmax, None),
-        ("esasrec", ShiftedSequence, LiGRBlock, SampledSoftmax, 256),
+        ("esasrec", ShiftedSequence, LiGRBlock, SampledSoftmax, 2048),
         ("esasrec-full", ShiftedSequence, LiGRBlock, FullSoftmax, None),
     ],
 )
@@ -215,17 +215,14 @@ def test_registry_configurations(
     if n_negatives is not None:
         assert model.n_negatives == n_negatives
     # BCE-type losses draw per position (shared negatives collapse gBCE to popularity on Beauty)
-    expected = {
-        "sasrec": "position",
-        "gsasrec": "position",
-        "esasrec": "sequence",
-        "esasrec-full": "sequence",
-    }
+    expected = {"sasrec": "position", "gsasrec": "position"}
     assert model.negatives_per == expected.get(name, "batch")
     if name == "gsasrec":
         assert model.gbce_t == 0.75
     if name.startswith("esasrec"):
         assert len(parts.encoder.blocks) == 1 and model.ffn_mult == 4 and model.dropout == 0.4
+        # the cross-dataset selection's cap (docs/benchmarks.md)
+        assert (model.epochs, model.patience) == (100, 15)
 
 
 def test_registry_overrides_from_strings() -> None:

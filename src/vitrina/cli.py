@@ -653,7 +653,7 @@ def catalog_build(
 def models_list() -> None:
     """Registered models and every parameter's default (from the constructors, so never stale).
 
-    Parameters every sequential model shares (epochs, patience, lr, batch_size, max_len, ...) are
+    The sequential models' constructor defaults (epochs, patience, lr, batch_size, max_len, ...) are
     listed once, below the table; each sequential row shows what its configuration sets."""
     from rich.table import Table
 
@@ -665,9 +665,14 @@ def models_list() -> None:
     sequential = [n for n, spec in MODELS.items() if spec.target.endswith(":SequentialTransformer")]
     shared: dict[str, Any] = {}
     if sequential:
-        every = model_defaults(sequential[0])
-        set_by_entries = {k for n in sequential for k in MODELS[n].defaults}
-        shared = {k: v for k, v in every.items() if k not in set_by_entries}
+        # the constructor's value of every parameter some configuration leaves to it
+        defaults = {n: model_defaults(n) for n in sequential}
+        set_by_all = set.intersection(*(set(MODELS[n].defaults) for n in sequential))
+        shared = {
+            k: next(defaults[n][k] for n in sequential if k not in MODELS[n].defaults)
+            for k in defaults[sequential[0]]
+            if k not in set_by_all
+        }
     table = Table(title="vitrina models (use as --models name:param=value)")
     for col in ("name", "description", "defaults"):
         table.add_column(col, overflow="fold")
@@ -677,7 +682,10 @@ def models_list() -> None:
     out = Console()
     out.print(table)
     if shared:
-        out.print(f"[bold]every sequential model ({', '.join(sequential)}) also takes:[/bold] {fmt(shared)}")
+        names = ", ".join(sequential)
+        out.print(
+            f"[bold]every sequential model ({names}), where its row does not set it:[/bold] {fmt(shared)}"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point wrapper
