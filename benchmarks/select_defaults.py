@@ -117,23 +117,23 @@ def _npz(results: Path, r: dict[str, Any]) -> Path:
     return results / f"{r['dataset']}-{r['candidate']}-s{r['seed']}-e{r['epochs']}p{r['patience']}.npz"
 
 
-def _candidates(args: argparse.Namespace) -> list[str]:
-    """The ``--candidates`` subset (all by default), checked; the baseline always comes first, as
-    the paired standard errors are taken against it."""
+def _candidates(args: argparse.Namespace, with_baseline: bool) -> list[str]:
+    """The ``--candidates`` subset (all by default), checked; ``with_baseline`` puts the baseline
+    first (the table takes its paired standard errors against it)."""
     names = args.candidates.split(",") if args.candidates else list(CANDIDATES)
     unknown = [c for c in names if c not in CANDIDATES]
     if unknown:
         known = ", ".join(CANDIDATES)
         raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; expected some of {known}")
     baseline = next(iter(CANDIDATES))
-    return [baseline, *(c for c in names if c != baseline)]
+    return [baseline, *(c for c in names if c != baseline)] if with_baseline else names
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
     done = {_key(r) for r in load_runs(args.results)}
-    candidates = _candidates(args)
+    candidates = _candidates(args, with_baseline=False)
     for item in args.runs:
         dataset, _, seeds = item.partition(":")
         for seed in [int(s) for s in (seeds or "0").split(",")]:
@@ -205,7 +205,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     for r in runs:
         by.setdefault((r["dataset"], r["candidate"]), []).append(r)
     datasets = list(dict.fromkeys(r["dataset"] for r in runs))
-    wanted = _candidates(args)
+    wanted = _candidates(args, with_baseline=True)
     # a dataset counts only once every candidate ran on it; a candidate only if it ran everywhere
     complete = [d for d in datasets if all((d, c) in by for c in wanted)]
     candidates = [c for c in wanted if all((d, c) in by for d in complete)]
@@ -259,7 +259,7 @@ def main() -> None:
         p.add_argument(
             "--candidates",
             default=None,
-            help=f"comma-separated subset of {', '.join(CANDIDATES)} (the baseline is always included)",
+            help=f"comma-separated subset of {', '.join(CANDIDATES)} (tables add the baseline)",
         )
     args = ap.parse_args()
     (cmd_run if args.command == "run" else cmd_table)(args)
