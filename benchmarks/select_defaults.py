@@ -60,6 +60,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], str]] = {
     "batch-2048": ({"n_negatives": 2048, "negatives_per": "batch"}, "sampled"),
     "refit": ({"refit": True}, "refit"),
 }
+BASELINE = next(iter(CANDIDATES))
 
 
 def run_one(
@@ -125,8 +126,7 @@ def _candidates(args: argparse.Namespace, with_baseline: bool) -> list[str]:
     if unknown:
         known = ", ".join(CANDIDATES)
         raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; expected some of {known}")
-    baseline = next(iter(CANDIDATES))
-    return [baseline, *(c for c in names if c != baseline)] if with_baseline else names
+    return [BASELINE, *(c for c in names if c != BASELINE)] if with_baseline else names
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -174,11 +174,10 @@ def _cells(results: Path, rows: dict[str, list[dict[str, Any]]], candidate: str)
     rs = rows[candidate]
     ndcg = [r["ndcg@10"] for r in rs]
     sd = f" ± {statistics.stdev(ndcg):.4f}" if len(rs) > 1 else ""
-    baseline = next(iter(CANDIDATES))
-    base = {r["seed"]: r for r in rows[baseline]}
+    base = {r["seed"]: r for r in rows[BASELINE]}
     paired = (
         ""
-        if candidate == baseline
+        if candidate == BASELINE
         else f"{statistics.fmean(_paired_se(results, r, base[r['seed']]) for r in rs):.4f}"
     )
     epochs = ", ".join(

@@ -657,7 +657,7 @@ def models_list() -> None:
     listed once, below the table; each sequential row shows what its configuration sets."""
     from rich.table import Table
 
-    from vitrina.models.registry import MODELS, model_defaults
+    from vitrina.models.registry import MODELS, constructor_defaults, model_defaults
 
     def fmt(params: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v}" for k, v in params.items())
@@ -666,13 +666,9 @@ def models_list() -> None:
     shared: dict[str, Any] = {}
     if sequential:
         # the constructor's value of every parameter some configuration leaves to it
-        defaults = {n: model_defaults(n) for n in sequential}
         set_by_all = set.intersection(*(set(MODELS[n].defaults) for n in sequential))
-        shared = {
-            k: next(defaults[n][k] for n in sequential if k not in MODELS[n].defaults)
-            for k in defaults[sequential[0]]
-            if k not in set_by_all
-        }
+        own = constructor_defaults(MODELS[sequential[0]].load_class())
+        shared = {k: v for k, v in own.items() if k not in set_by_all}
     table = Table(title="vitrina models (use as --models name:param=value)")
     for col in ("name", "description", "defaults"):
         table.add_column(col, overflow="fold")

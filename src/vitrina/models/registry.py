@@ -217,12 +217,13 @@ def model_defaults(name: str) -> dict[str, Any]:
     constructor's defaults overridden by the entry's (what ``make_model(name)`` builds)."""
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name].load_class()
-    signature = inspect.signature(cls.__init__)
-    own = {
-        p.name: p.default for p in signature.parameters.values() if p.default is not inspect.Parameter.empty
-    }
-    return {**own, **MODELS[name].defaults}
+    return {**constructor_defaults(MODELS[name].load_class()), **MODELS[name].defaults}
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """Every constructor parameter of ``cls`` that has a default, with that default."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
